@@ -1,0 +1,86 @@
+"""Engine, sessions, migrations and row locking."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from fastapi import Request
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Cluster
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str, **options: Any) -> Engine:
+    """An engine for the URL; SQLite gets foreign keys, WAL and write-first transactions."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, **options)
+    engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below emit BEGIN itself instead of the driver.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if ":memory:" not in url:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # SQLite locks the whole file: take the write lock before the first read, so two
+        # transactions can never both read the same free capacity (and a late lock upgrade
+        # never fails with "database is locked"; writers queue on busy_timeout instead).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit, for building responses."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back on error."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with factory.begin() as session:
+        yield session
+
+
+def lock_cluster(session: Session, cluster_id: int) -> Cluster:
+    """Re-read the cluster row under `SELECT ... FOR UPDATE` before changing its allocation."""
+    statement = select(Cluster).where(Cluster.id == cluster_id).with_for_update()
+    return session.execute(statement.execution_options(populate_existing=True)).scalar_one()
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration that finds the migrations wherever the process starts."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(url: str) -> None:
+    """Upgrade the database at the URL to the newest schema."""
+    command.upgrade(alembic_config(url), "head")
+
+
+def database_answers(engine: Engine) -> bool:
+    """True when a trivial query succeeds."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001 - any failure means "not ready"
+        return False
+    return True

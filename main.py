@@ -1,0 +1,88 @@
+"""The Hypervisor app: assembly, lifespan, error mapping. `python main.py` serves it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+import services
+from database import make_engine, make_session_factory, migrate
+from middleware import RateLimitMiddleware, rate_limit_enabled
+from routes import clusters, operations, organizations, users
+from utils import Settings, configure_logging, get_settings
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF_ERROR: dict[type[services.DomainError], int] = {
+    services.BadRequest: 400,
+    services.Unauthorized: 401,
+    services.Forbidden: 403,
+    services.NotFound: 404,
+    services.Conflict: 409,
+    services.Invalid: 422,
+}
+
+DESCRIPTION = """
+Hypervisor shares an organization's fixed CPU / RAM / GPU clusters between its members.
+Log in with **Authorize** (username and password), then create organizations, clusters and
+deployments. Every error body is `{"detail": ...}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the app; tests pass their own settings and an already migrated engine."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        app.state.engine = engine or _migrated_engine(settings.database_url)
+        app.state.session_factory = make_session_factory(app.state.engine)
+        logger.info("hypervisor ready database=%s", app.state.engine.url.render_as_string())
+        try:
+            yield
+        finally:
+            if own_engine:
+                app.state.engine.dispose()
+            logger.info("hypervisor stopped")
+
+    app = FastAPI(title="Hypervisor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    for router in (users.router, organizations.router, clusters.router, operations.router):
+        app.include_router(router)
+    if rate_limit_enabled(settings):
+        app.add_middleware(RateLimitMiddleware, settings=settings)
+
+    @app.exception_handler(services.DomainError)
+    async def domain_error(_request: Request, error: services.DomainError) -> JSONResponse:
+        status = STATUS_OF_ERROR.get(type(error), 400)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"detail": error.detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error method=%s path=%s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    return app
+
+
+def _migrated_engine(url: str) -> Engine:
+    migrate(url)
+    return make_engine(url)
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+    )

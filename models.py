@@ -1,0 +1,150 @@
+"""SQLAlchemy 2.0 typed models: the tables the service keeps its whole state in."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    func,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from utils import utcnow
+
+# SQLite only auto-increments a primary key declared exactly INTEGER; PostgreSQL gets BIGINT
+# so ids reach 2^63-1 as the spec allows.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """A UTC timestamp that reads back timezone-aware on every database (SQLite drops it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Role(enum.StrEnum):
+    """A member's role in one organization, most powerful first."""
+
+    admin = "admin"
+    developer = "developer"
+    viewer = "viewer"
+
+
+ROLE_VALUES = tuple(role.value for role in Role)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    username: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="user")
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    __table_args__ = (CheckConstraint(f"invite_role IN {ROLE_VALUES}", name="invite_role"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63))
+    # One active invite code per organization: rotating overwrites it, so the old one stops
+    # working in the same transaction.
+    invite_code: Mapped[str] = mapped_column(String(64), unique=True)
+    invite_role: Mapped[str] = mapped_column(String(16))
+    invite_expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="organization")
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (CheckConstraint(f"role IN {ROLE_VALUES}", name="role"),)
+
+    user_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    joined_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="memberships")
+    organization: Mapped[Organization] = relationship(back_populates="memberships")
+
+
+class Cluster(Base):
+    """Fixed capacity; what is in use is derived, never counted by hand (see services)."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (
+        CheckConstraint(
+            "reserved_cpu >= 0 AND reserved_ram >= 0 AND reserved_gpu >= 0", name="reserved_nonneg"
+        ),
+        CheckConstraint(
+            "reserved_cpu <= total_cpu AND reserved_ram <= total_ram AND reserved_gpu <= total_gpu",
+            name="reserved_within_total",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    total_cpu: Mapped[int] = mapped_column(BigInteger)
+    total_ram: Mapped[int] = mapped_column(BigInteger)
+    total_gpu: Mapped[int] = mapped_column(BigInteger)
+    reserved_cpu: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_ram: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_gpu: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    organization: Mapped[Organization] = relationship()
+
+
+# Names are unique ignoring case, yet each keeps the spelling it was created with.
+Index("uq_users_username_lower", func.lower(User.username), unique=True)
+Index("uq_organizations_name_lower", func.lower(Organization.name), unique=True)
+Index(
+    "uq_clusters_organization_id_name_lower",
+    Cluster.organization_id,
+    func.lower(Cluster.name),
+    unique=True,
+)

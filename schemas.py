@@ -1,0 +1,180 @@
+"""Pydantic v2 request and response bodies; every bound of SPEC §1 lives here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_UNITS = 1_000_000
+MAX_ID = 2**63 - 1
+
+OrganizationName = Annotated[
+    str, StringConstraints(min_length=3, max_length=63, pattern=NAME_PATTERN)
+]
+ClusterName = OrganizationName
+Username = Annotated[str, StringConstraints(min_length=3, max_length=32, pattern=NAME_PATTERN)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+Units = Annotated[int, Field(ge=0, le=MAX_UNITS, strict=True)]
+RoleName = Literal["admin", "developer", "viewer"]
+
+
+class Input(BaseModel):
+    """Request bodies reject unknown fields, so a typo is a 422 rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- users -----------------------------------------------------------------------------------
+
+
+class UserRegister(Input):
+    username: Username
+    password: Password
+
+
+class UserRead(Output):
+    id: int
+    username: str
+    created_at: datetime
+
+
+class Token(Output):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires.")
+
+
+class OrganizationRole(Output):
+    name: str
+    role: RoleName
+
+
+class Me(Output):
+    id: int
+    username: str
+    organizations: list[OrganizationRole]
+
+
+class JoinRequest(Input):
+    invite_code: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class JoinResult(Output):
+    organization: str
+    role: RoleName
+
+
+# --- organizations ---------------------------------------------------------------------------
+
+
+class OrganizationCreate(Input):
+    name: OrganizationName
+
+
+class OrganizationCreated(Output):
+    id: int
+    name: str
+    invite_code: str
+    invite_role: RoleName
+    invite_expires_at: datetime
+    created_at: datetime
+
+
+class InviteCode(Output):
+    invite_code: str
+    role: RoleName
+    expires_at: datetime
+
+
+class InviteRotate(Input):
+    role: RoleName = "developer"
+    expires_in_hours: Annotated[int, Field(ge=1, le=720, strict=True)] = 168
+
+
+class Member(Output):
+    username: str
+    role: RoleName
+    joined_at: datetime
+
+
+class MemberList(Output):
+    organization: str
+    users: list[Member]
+
+
+class RoleUpdate(Input):
+    role: RoleName
+
+
+# --- clusters --------------------------------------------------------------------------------
+
+
+class Capacity(Input):
+    """Totals of a cluster: at least one unit of something."""
+
+    total_cpu: Units
+    total_ram: Units
+    total_gpu: Units
+
+    @model_validator(mode="after")
+    def _offers_something(self) -> Self:
+        if self.total_cpu == self.total_ram == self.total_gpu == 0:
+            raise ValueError("a cluster must offer at least one unit of cpu, ram or gpu")
+        return self
+
+
+class ClusterCreate(Capacity):
+    name: ClusterName
+    organization_name: OrganizationName
+
+
+class ClusterResize(Capacity):
+    cluster_name: ClusterName
+    organization_name: OrganizationName
+
+
+class Reservation(Input):
+    cluster_name: ClusterName
+    organization_name: OrganizationName
+    cpu: Units
+    ram: Units
+    gpu: Units
+
+    @model_validator(mode="after")
+    def _asks_for_something(self) -> Self:
+        if self.cpu == self.ram == self.gpu == 0:
+            raise ValueError("reserve or release at least one unit of cpu, ram or gpu")
+        return self
+
+
+class ClusterRead(Output):
+    id: int
+    name: str
+    organization_name: str
+    total_cpu: int
+    total_ram: int
+    total_gpu: int
+    reserved_cpu: int
+    reserved_ram: int
+    reserved_gpu: int
+    allocated_cpu: int
+    allocated_ram: int
+    allocated_gpu: int
+    available_cpu: int
+    available_ram: int
+    available_gpu: int
+    running: int
+    pending: int
+    created_at: datetime
+
+
+class ClusterList(Output):
+    organization_name: str
+    clusters: list[ClusterRead]

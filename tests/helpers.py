@@ -1,0 +1,87 @@
+"""Small API helpers so tests read like the spec."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+PASSWORD = "correct horse battery"
+_counter = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_counter)}"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def register(client: TestClient, username: str | None = None, password: str = PASSWORD) -> str:
+    """Register a user and return its username."""
+    username = username or unique("user")
+    response = client.post("/user/register", json={"username": username, "password": password})
+    assert response.status_code == 201, response.text
+    return username
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    """Log in and return the Authorization header."""
+    response = client.post("/user/login", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return auth(response.json()["access_token"])
+
+
+def new_user(client: TestClient) -> dict[str, str]:
+    """Register and log in a fresh user; returns its Authorization header."""
+    return login(client, register(client))
+
+
+def create_org(
+    client: TestClient, headers: dict[str, str], name: str | None = None
+) -> dict[str, Any]:
+    name = name or unique("org")
+    response = client.post("/organization/create", json={"name": name}, headers=headers)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def member_with_role(
+    client: TestClient, admin: dict[str, str], org: str, role: str
+) -> dict[str, str]:
+    """A new user who joined `org` with `role` through a freshly rotated invite code."""
+    response = client.post(
+        f"/organization/{org}/invite-code/rotate", json={"role": role}, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    headers = new_user(client)
+    joined = client.post(
+        "/user/join", json={"invite_code": response.json()["invite_code"]}, headers=headers
+    )
+    assert joined.status_code == 200, joined.text
+    return headers
+
+
+def create_cluster(
+    client: TestClient,
+    headers: dict[str, str],
+    org: str,
+    name: str | None = None,
+    cpu: int = 16,
+    ram: int = 64,
+    gpu: int = 4,
+) -> dict[str, Any]:
+    body = {
+        "name": name or unique("cluster"),
+        "organization_name": org,
+        "total_cpu": cpu,
+        "total_ram": ram,
+        "total_gpu": gpu,
+    }
+    response = client.post("/cluster/create", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result

@@ -1,0 +1,150 @@
+"""Settings, password hashing, access tokens and invite codes.
+
+This module imports nothing of the app, so every other module may depend on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+JWT_ALGORITHM = "HS256"
+LOG_LEVELS = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, read from `HYPERVISOR_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="HYPERVISOR_", extra="ignore")
+
+    database_url: str = "sqlite:///./hypervisor.db"
+    secret_key: str | None = None
+    secret_key_file: Path = Path("./.secret_key")
+    token_ttl_minutes: int = Field(60, ge=1, le=60 * 24 * 30)
+    rate_limit: str = "600/minute"
+    rate_limit_storage: str = "memory://"
+    scheduler_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    starvation_seconds: float = Field(300.0, ge=0)
+    preemption_grace_seconds: float = Field(0.0, ge=0)
+    metrics_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: LOG_LEVELS = "info"
+    # Cost factor of bcrypt; tests lower it, production keeps the default.
+    bcrypt_rounds: int = Field(12, ge=4, le=16)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache to override them."""
+    return Settings()
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time."""
+    return datetime.now(UTC)
+
+
+def configure_logging(level: str) -> None:
+    """Structured `key=value` log lines on stderr, one per event."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level.upper(),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+        force=True,
+    )
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+@lru_cache
+def _password_context(rounds: int) -> CryptContext:
+    # bcrypt_sha256 pre-hashes with SHA-256 so every character of a long password counts
+    # (plain bcrypt silently ignores everything past 72 bytes).
+    return CryptContext(schemes=["bcrypt_sha256"], bcrypt_sha256__rounds=rounds)
+
+
+def hash_password(password: str) -> str:
+    """A salted bcrypt-sha256 hash of the password."""
+    hashed: str = _password_context(get_settings().bcrypt_rounds).hash(password)
+    return hashed
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    """True when the password matches the stored hash."""
+    matches: bool = _password_context(get_settings().bcrypt_rounds).verify(password, password_hash)
+    return matches
+
+
+# A hash of a random password, to verify against when the username is unknown, so that a
+# login for a missing user takes as long as one with a wrong password.
+@lru_cache
+def dummy_password_hash() -> str:
+    """A valid hash that no real password matches."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
+# --- access tokens ---------------------------------------------------------------------------
+
+
+def signing_key(settings: Settings) -> str:
+    """The JWT signing secret: from the settings, else generated once and kept in a file."""
+    if settings.secret_key:
+        return settings.secret_key
+    return _key_from_file(settings.secret_key_file.resolve())
+
+
+@lru_cache
+def _key_from_file(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(48)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL: when two processes start together, exactly one writes and both read its key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def create_access_token(user_id: int, settings: Settings) -> tuple[str, int]:
+    """A signed token naming the user, and its lifetime in seconds."""
+    ttl_seconds = settings.token_ttl_minutes * 60
+    now = utcnow()
+    claims = {"sub": str(user_id), "iat": now, "exp": now + timedelta(seconds=ttl_seconds)}
+    return jwt.encode(claims, signing_key(settings), algorithm=JWT_ALGORITHM), ttl_seconds
+
+
+def user_id_from_token(token: str, settings: Settings) -> int | None:
+    """The user id a valid, unexpired token names, else None."""
+    try:
+        claims = jwt.decode(token, signing_key(settings), algorithms=[JWT_ALGORITHM])
+        user_id = int(claims["sub"])
+    except (JWTError, KeyError, TypeError, ValueError):
+        return None
+    return user_id if 1 <= user_id < 2**63 else None
+
+
+# --- invite codes ----------------------------------------------------------------------------
+
+
+def new_invite_code() -> str:
+    """A random, unguessable invite code (128 bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
