@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Cluster
+from utils import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -45,9 +46,10 @@ def make_engine(url: str, **options: Any) -> Engine:
     return engine
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions whose objects stay readable after commit, for building responses."""
-    return sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, settings: Settings) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit, carrying the app's settings
+    (`session.info["settings"]`) so services read the same knobs as the app."""
+    return sessionmaker(engine, expire_on_commit=False, info={"settings": settings})
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -61,6 +63,13 @@ def lock_cluster(session: Session, cluster_id: int) -> Cluster:
     """Re-read the cluster row under `SELECT ... FOR UPDATE` before changing its allocation."""
     statement = select(Cluster).where(Cluster.id == cluster_id).with_for_update()
     return session.execute(statement.execution_options(populate_existing=True)).scalar_one()
+
+
+def try_lock_cluster(session: Session, cluster_id: int) -> Cluster | None:
+    """Lock the cluster row unless another transaction holds it (`SKIP LOCKED`): periodic
+    work then leaves that cluster to whoever is already passing over it."""
+    statement = select(Cluster).where(Cluster.id == cluster_id).with_for_update(skip_locked=True)
+    return session.execute(statement.execution_options(populate_existing=True)).scalar_one_or_none()
 
 
 def alembic_config(url: str) -> Config:

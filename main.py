@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -13,8 +14,8 @@ from sqlalchemy import Engine
 
 import services
 from database import make_engine, make_session_factory, migrate
-from middleware import RateLimitMiddleware, rate_limit_enabled
-from routes import clusters, operations, organizations, users
+from middleware import RateLimitMiddleware, RequestMetricsMiddleware, rate_limit_enabled
+from routes import clusters, deployments, operations, organizations, users
 from utils import Settings, configure_logging, get_settings
 
 logger = logging.getLogger(__name__)
@@ -43,21 +44,32 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         app.state.engine = engine or _migrated_engine(settings.database_url)
-        app.state.session_factory = make_session_factory(app.state.engine)
+        app.state.session_factory = make_session_factory(app.state.engine, settings)
+        loop = asyncio.create_task(_scheduler_loop(app, settings.scheduler_interval_seconds))
         logger.info("hypervisor ready database=%s", app.state.engine.url.render_as_string())
         try:
             yield
         finally:
+            loop.cancel()
+            with suppress(asyncio.CancelledError):
+                await loop
             if own_engine:
                 app.state.engine.dispose()
             logger.info("hypervisor stopped")
 
     app = FastAPI(title="Hypervisor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
-    for router in (users.router, organizations.router, clusters.router, operations.router):
+    for router in (
+        users.router,
+        organizations.router,
+        clusters.router,
+        deployments.router,
+        operations.router,
+    ):
         app.include_router(router)
     if rate_limit_enabled(settings):
         app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(RequestMetricsMiddleware)
 
     @app.exception_handler(services.DomainError)
     async def domain_error(_request: Request, error: services.DomainError) -> JSONResponse:
@@ -71,6 +83,17 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     return app
+
+
+async def _scheduler_loop(app: FastAPI, interval: float) -> None:
+    """Every interval: end elapsed deployments and re-run passes (SPEC §5), off the event
+    loop's thread, with sessions of its own. Cancelled at shutdown between ticks."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(services.run_periodic_passes, app.state.session_factory)
+        except Exception:
+            logger.exception("scheduler tick failed")
 
 
 def _migrated_engine(url: str) -> Engine:

@@ -1,4 +1,4 @@
-"""HTTP middleware: per-caller rate limiting.
+"""HTTP middleware: per-caller rate limiting and request metrics.
 
 A module of its own because it is a cross-cutting concern of the web layer that belongs to
 no single router, and it would bury the app's assembly in `main.py`.
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
+from metrics import HTTP_LATENCY, HTTP_REQUESTS
 from utils import Settings, user_id_from_token
 
 logger = logging.getLogger(__name__)
@@ -72,3 +73,21 @@ class RateLimitMiddleware(BaseHTTPMiddleware):
 def rate_limit_enabled(settings: Settings) -> bool:
     """False when `HYPERVISOR_RATE_LIMIT` is 0 (or empty)."""
     return settings.rate_limit.strip() not in ("", "0")
+
+
+class RequestMetricsMiddleware(BaseHTTPMiddleware):
+    """Counts and times every request by route template (not raw path: ids would explode
+    the number of series)."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
+            HTTP_LATENCY.labels(request.method, template).observe(time.perf_counter() - started)

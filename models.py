@@ -148,3 +148,98 @@ Index(
     func.lower(Cluster.name),
     unique=True,
 )
+
+
+class DeploymentStatus(enum.StrEnum):
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+STATUS_VALUES = tuple(status.value for status in DeploymentStatus)
+FINISHED = (DeploymentStatus.completed, DeploymentStatus.failed, DeploymentStatus.cancelled)
+
+
+class Deployment(Base):
+    """A docker image with the resources it needs; its state is only ever changed by a pass
+    or a request holding its cluster's row lock."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        CheckConstraint(f"status IN {STATUS_VALUES}", name="status"),
+        CheckConstraint("priority >= 0 AND priority <= 1000", name="priority_range"),
+        Index("ix_deployments_organization_id", "organization_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(Id, ForeignKey("clusters.id", ondelete="CASCADE"))
+    organization_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    created_by_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"))
+    name: Mapped[str | None] = mapped_column(String(63))
+    docker_image: Mapped[str] = mapped_column(String(512))
+    required_cpu: Mapped[int] = mapped_column(BigInteger)
+    required_ram: Mapped[int] = mapped_column(BigInteger)
+    required_gpu: Mapped[int] = mapped_column(BigInteger)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.pending.value)
+    # True once every dependency has completed; only eligible deployments are swept.
+    eligible: Mapped[bool] = mapped_column(default=True)
+    # Why it failed or was cancelled; pending reasons are derived on read from live state.
+    reason: Mapped[str | None] = mapped_column(String(1024))
+    preempted_by_id: Mapped[int | None] = mapped_column(Id)
+    duration_seconds: Mapped[int | None] = mapped_column(BigInteger)
+    preemption_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Submission time: the FIFO key within a priority, kept across preemptions.
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # The starvation clock: latest of submission, dependencies completing, last preemption.
+    waiting_since: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    cluster: Mapped[Cluster] = relationship()
+    created_by: Mapped[User] = relationship()
+    events: Mapped[list[DeploymentEvent]] = relationship(order_by="DeploymentEvent.id")
+    dependencies: Mapped[list[DeploymentDependency]] = relationship(
+        foreign_keys="DeploymentDependency.deployment_id",
+        order_by="DeploymentDependency.depends_on_id",
+    )
+
+
+class DeploymentDependency(Base):
+    __tablename__ = "deployment_dependencies"
+
+    deployment_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    depends_on_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class DeploymentEvent(Base):
+    __tablename__ = "deployment_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    type: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(String(1024))
+
+
+# The queue in scheduling order (priority desc, submission, id) per cluster and state: what
+# passes, positions and the queue endpoint walk.
+Index(
+    "ix_deployments_queue",
+    Deployment.cluster_id,
+    Deployment.status,
+    Deployment.eligible,
+    Deployment.priority.desc(),
+    Deployment.created_at,
+    Deployment.id,
+)

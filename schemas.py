@@ -16,7 +16,8 @@ OrganizationName = Annotated[
 ]
 ClusterName = OrganizationName
 Username = Annotated[str, StringConstraints(min_length=3, max_length=32, pattern=NAME_PATTERN)]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+MAX_PASSWORD_LENGTH = 128
+Password = Annotated[str, StringConstraints(min_length=8, max_length=MAX_PASSWORD_LENGTH)]
 Units = Annotated[int, Field(ge=0, le=MAX_UNITS, strict=True)]
 RoleName = Literal["admin", "developer", "viewer"]
 
@@ -178,3 +179,112 @@ class ClusterRead(Output):
 class ClusterList(Output):
     organization_name: str
     clusters: list[ClusterRead]
+
+
+# --- deployments -----------------------------------------------------------------------------
+
+# The OCI distribution reference grammar (distribution/reference):
+#   [domain[:port]/]path[:tag][@digest]
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[_.]|__|-+)[a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+DOCKER_IMAGE_PATTERN = (
+    rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?$"
+)
+
+DeploymentName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=NAME_PATTERN)
+]
+DockerImage = Annotated[
+    str, StringConstraints(min_length=1, max_length=512, pattern=DOCKER_IMAGE_PATTERN)
+]
+Priority = Annotated[int, Field(ge=0, le=1000, strict=True)]
+DeploymentId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+DeploymentStatusName = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+class DeploymentCreate(Input):
+    cluster_name: ClusterName
+    organization_name: OrganizationName
+    docker_image: DockerImage = Field(examples=["ghcr.io/acme/model:1.0"])
+    required_cpu: Units
+    required_ram: Units
+    required_gpu: Units
+    priority: Priority = 0
+    name: DeploymentName | None = None
+    depends_on: Annotated[list[DeploymentId], Field(max_length=100)] = []
+    duration_seconds: Annotated[int, Field(ge=1, le=10**9, strict=True)] | None = Field(
+        None, description="Run time from its latest start; null runs until cancelled or reported"
+    )
+
+    @model_validator(mode="after")
+    def _requests_something(self) -> Self:
+        if self.required_cpu == self.required_ram == self.required_gpu == 0:
+            raise ValueError("a deployment must request at least one unit of cpu, ram or gpu")
+        return self
+
+
+class StatusReport(Input):
+    status: Literal["completed", "failed"]
+    message: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class DeploymentEventRead(Output):
+    at: datetime
+    type: str
+    message: str
+
+
+class DeploymentRead(Output):
+    id: int
+    name: str | None
+    cluster_name: str
+    organization_name: str
+    docker_image: str
+    required_cpu: int
+    required_ram: int
+    required_gpu: int
+    priority: int
+    status: DeploymentStatusName
+    reason: str | None
+    queue_position: int | None
+    depends_on: list[int]
+    duration_seconds: int | None
+    preemption_count: int
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class DeploymentDetail(DeploymentRead):
+    events: list[DeploymentEventRead]
+
+
+class DeploymentList(Output):
+    cluster_name: str
+    deployments: list[DeploymentRead]
+
+
+class QueueEntry(Output):
+    deployment_id: int
+    name: str | None
+    position: int
+    priority: int
+    required_cpu: int
+    required_ram: int
+    required_gpu: int
+    reason: str
+    waiting_seconds: float = Field(
+        description="Seconds since submission, dependencies completing or last preemption"
+    )
+    eligible: bool
+    preemption_count: int
+    submitted_at: datetime
+
+
+class Queue(Output):
+    cluster_name: str
+    queue: list[QueueEntry]

@@ -7,17 +7,34 @@ maps to status codes, so the scheduler loop and tests can call them without a re
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
+import scheduler
 import schemas
-from database import lock_cluster
-from models import Cluster, Membership, Organization, Role, User
+from database import lock_cluster, try_lock_cluster
+from metrics import PASS_SECONDS
+from models import (
+    FINISHED,
+    Cluster,
+    Deployment,
+    DeploymentDependency,
+    DeploymentEvent,
+    DeploymentStatus,
+    Membership,
+    Organization,
+    Role,
+    User,
+)
 from utils import (
+    Settings,
     dummy_password_hash,
     hash_password,
     new_invite_code,
@@ -88,6 +105,9 @@ def register_user(session: Session, body: schemas.UserRegister) -> schemas.UserR
 
 def authenticate(session: Session, username: str, password: str) -> User:
     """The user with these credentials, else Unauthorized (without saying which part is wrong)."""
+    if len(password) > schemas.MAX_PASSWORD_LENGTH:
+        # No account can have it, and hashing megabytes of hostile input is a cheap DoS.
+        raise Unauthorized("incorrect username or password")
     user = session.scalar(select(User).where(func.lower(User.username) == _lower(username)))
     if user is None:
         verify_password(password, dummy_password_hash())  # same cost as a wrong password
@@ -463,8 +483,33 @@ def _locked_cluster(
 
 def cluster_usage(session: Session, cluster_ids: list[int]) -> dict[int, Usage]:
     """Per cluster: requests of running deployments summed, and running/pending counts."""
-    # Deployments arrive with the scheduler; until then nothing runs.
-    return {cluster_id: Usage() for cluster_id in cluster_ids}
+    usage = {cluster_id: Usage() for cluster_id in cluster_ids}
+    if not cluster_ids:
+        return usage
+    rows = session.execute(
+        select(
+            Deployment.cluster_id,
+            Deployment.status,
+            func.count(),
+            func.coalesce(func.sum(Deployment.required_cpu), 0),
+            func.coalesce(func.sum(Deployment.required_ram), 0),
+            func.coalesce(func.sum(Deployment.required_gpu), 0),
+        )
+        .where(
+            Deployment.cluster_id.in_(cluster_ids),
+            Deployment.status.in_([DeploymentStatus.running.value, DeploymentStatus.pending.value]),
+        )
+        .group_by(Deployment.cluster_id, Deployment.status)
+    ).all()
+    for cluster_id, status, count, cpu, ram, gpu in rows:
+        current = usage[cluster_id]
+        if status == DeploymentStatus.running:
+            usage[cluster_id] = replace(
+                current, cpu=int(cpu), ram=int(ram), gpu=int(gpu), running=int(count)
+            )
+        else:
+            usage[cluster_id] = replace(current, pending=int(count))
+    return usage
 
 
 def cluster_view(session: Session, cluster: Cluster) -> schemas.ClusterRead:
@@ -500,6 +545,701 @@ def _view(cluster: Cluster, usage: Usage) -> schemas.ClusterRead:
     )
 
 
-def schedule_locked_cluster(session: Session, cluster: Cluster) -> None:
-    """Run a scheduling pass over a cluster whose row this transaction has locked."""
-    # The scheduler arrives with deployments; capacity changes already call this seam.
+# --- deployments -----------------------------------------------------------------------------
+
+# How many queued deployments a pass loads at a time. After a pass the queue is stable, so a
+# pass only ever needs the few that could start; this bounds the work when many suddenly can.
+CANDIDATE_BATCH = 64
+RUNNING, PENDING = DeploymentStatus.running.value, DeploymentStatus.pending.value
+FINISHED_VALUES = tuple(status.value for status in FINISHED)
+
+
+def scheduling_policy(session: Session) -> scheduler.Policy:
+    """The scheduling knobs of the app that opened this session."""
+    settings: Settings | None = session.info.get("settings")
+    if settings is None:
+        return scheduler.Policy()
+    return scheduler.Policy(
+        starvation_seconds=settings.starvation_seconds,
+        preemption_grace_seconds=settings.preemption_grace_seconds,
+    )
+
+
+def create_deployment(
+    session: Session, user: User, body: schemas.DeploymentCreate
+) -> schemas.DeploymentRead:
+    """Queue a deployment and schedule it at once: it is running or pending in the answer."""
+    organization, _ = _membership_at_least(session, user, body.organization_name, Role.developer)
+    cluster = lock_cluster(session, _cluster_in(session, organization, body.cluster_name).id)
+    too_big = _exceeds_total(cluster, body.required_cpu, body.required_ram, body.required_gpu)
+    if too_big:
+        raise Invalid(
+            f"the request exceeds the cluster's total capacity and could never run: {too_big}"
+        )
+    dependency_ids = sorted(set(body.depends_on))
+    all_completed = _check_dependencies(session, organization.id, dependency_ids)
+    now = utcnow()
+    deployment = Deployment(
+        cluster_id=cluster.id,
+        organization_id=organization.id,
+        created_by_id=user.id,
+        name=body.name,
+        docker_image=body.docker_image,
+        required_cpu=body.required_cpu,
+        required_ram=body.required_ram,
+        required_gpu=body.required_gpu,
+        priority=body.priority,
+        status=PENDING,
+        eligible=all_completed,
+        duration_seconds=body.duration_seconds,
+        preemption_count=0,
+        created_at=now,
+        waiting_since=now,
+    )
+    session.add(deployment)
+    session.flush()
+    session.add_all(
+        DeploymentDependency(deployment_id=deployment.id, depends_on_id=dependency_id)
+        for dependency_id in dependency_ids
+    )
+    _record(session, [deployment.id], "created", f"submitted by {user.username}", now)
+    if all_completed:
+        _schedule_new(session, cluster, deployment, now)
+    session.flush()
+    session.refresh(deployment)  # the pass wrote its state with bulk updates
+    return deployment_views(session, [deployment], now)[0]
+
+
+def list_deployments(
+    session: Session,
+    user: User,
+    cluster_name: str,
+    org_name: str | None,
+    status: str | None,
+) -> schemas.DeploymentList:
+    """A cluster's deployments by id, optionally only those in one state."""
+    cluster = find_cluster(session, user, cluster_name, org_name)
+    statement = select(Deployment).where(Deployment.cluster_id == cluster.id)
+    if status is not None:
+        statement = statement.where(Deployment.status == status)
+    deployments = list(session.scalars(statement.order_by(Deployment.id)).all())
+    return schemas.DeploymentList(
+        cluster_name=cluster.name, deployments=deployment_views(session, deployments, utcnow())
+    )
+
+
+def read_deployment(session: Session, user: User, deployment_id: int) -> schemas.DeploymentDetail:
+    """One deployment with its history of events."""
+    deployment = _visible_deployment(session, user, deployment_id, Role.viewer)
+    view = deployment_views(session, [deployment], utcnow())[0]
+    events = [schemas.DeploymentEventRead.model_validate(event) for event in deployment.events]
+    return schemas.DeploymentDetail(**view.model_dump(), events=events)
+
+
+def cancel_deployment(session: Session, user: User, deployment_id: int) -> schemas.DeploymentRead:
+    """Cancel a pending or running deployment, free what it held and schedule the queue."""
+    deployment = _visible_deployment(session, user, deployment_id, Role.developer)
+    cluster = lock_cluster(session, deployment.cluster_id)
+    session.refresh(deployment)  # its state may have changed while we waited for the lock
+    if deployment.status in FINISHED_VALUES:
+        raise Conflict(f"deployment {deployment.id} is already {deployment.status}")
+    now = utcnow()
+    _finish(
+        session, [deployment.id], DeploymentStatus.cancelled, f"cancelled by {user.username}", now
+    )
+    schedule_locked_cluster(session, cluster, now)
+    session.refresh(deployment)
+    return deployment_views(session, [deployment], now)[0]
+
+
+def report_status(
+    session: Session, user: User, deployment_id: int, body: schemas.StatusReport
+) -> schemas.DeploymentRead:
+    """An external runtime reports that a running deployment completed or failed."""
+    deployment = _visible_deployment(session, user, deployment_id, Role.developer)
+    cluster = lock_cluster(session, deployment.cluster_id)
+    session.refresh(deployment)
+    if deployment.status != RUNNING:
+        raise Conflict(
+            f"deployment {deployment.id} is {deployment.status}; only a running one can finish"
+        )
+    now = utcnow()
+    message = body.message or f"reported {body.status} by {user.username}"
+    _finish(session, [deployment.id], DeploymentStatus(body.status), message, now)
+    schedule_locked_cluster(session, cluster, now)
+    session.refresh(deployment)
+    return deployment_views(session, [deployment], now)[0]
+
+
+def read_queue(
+    session: Session, user: User, cluster_name: str, org_name: str | None
+) -> schemas.Queue:
+    """Every pending deployment of a cluster in scheduling order, with why it waits."""
+    cluster = find_cluster(session, user, cluster_name, org_name)
+    now = utcnow()
+    pending = list(
+        session.scalars(
+            select(Deployment)
+            .where(Deployment.cluster_id == cluster.id, Deployment.status == PENDING)
+            .order_by(*QUEUE_ORDER)
+        ).all()
+    )
+    explainer = _WaitExplainer(session, cluster, now)
+    entries = [
+        schemas.QueueEntry(
+            deployment_id=deployment.id,
+            name=deployment.name,
+            position=position,
+            priority=deployment.priority,
+            required_cpu=deployment.required_cpu,
+            required_ram=deployment.required_ram,
+            required_gpu=deployment.required_gpu,
+            reason=explainer.reason(deployment),
+            waiting_seconds=round((now - deployment.waiting_since).total_seconds(), 3),
+            eligible=deployment.eligible,
+            preemption_count=deployment.preemption_count,
+            submitted_at=deployment.created_at,
+        )
+        for position, deployment in enumerate(pending, start=1)
+    ]
+    return schemas.Queue(cluster_name=cluster.name, queue=entries)
+
+
+QUEUE_ORDER = (Deployment.priority.desc(), Deployment.created_at, Deployment.id)
+
+
+def _visible_deployment(
+    session: Session, user: User, deployment_id: int, minimum: Role
+) -> Deployment:
+    row = session.execute(
+        select(Deployment, Membership.role)
+        .join(Membership, Membership.organization_id == Deployment.organization_id)
+        .where(Deployment.id == deployment_id, Membership.user_id == user.id)
+    ).first()
+    if row is None:
+        raise NotFound(f"deployment {deployment_id} not found")
+    deployment, role = row
+    if ROLE_RANK[Role(role)] < ROLE_RANK[minimum]:
+        raise Forbidden(f"this needs the {minimum.value} role; you are {role}")
+    return deployment
+
+
+def _exceeds_total(cluster: Cluster, cpu: int, ram: int, gpu: int) -> str:
+    over = [
+        f"{amount} {name} requested, {total} in total"
+        for name, amount, total in (
+            ("cpu", cpu, cluster.total_cpu),
+            ("ram", ram, cluster.total_ram),
+            ("gpu", gpu, cluster.total_gpu),
+        )
+        if amount > total
+    ]
+    return "; ".join(over)
+
+
+def _check_dependencies(session: Session, organization_id: int, ids: list[int]) -> bool:
+    """Refuse unknown, foreign, failed or cancelled dependencies; True if all completed."""
+    if not ids:
+        return True
+    found = dict(
+        session.execute(
+            select(Deployment.id, Deployment.status).where(
+                Deployment.id.in_(ids), Deployment.organization_id == organization_id
+            )
+        ).all()
+    )
+    unknown = [str(i) for i in ids if i not in found]
+    if unknown:
+        raise Invalid(f"unknown dependencies: {', '.join(unknown)}")
+    dead = [f"{i} ({found[i]})" for i in ids if found[i] in ("failed", "cancelled")]
+    if dead:
+        raise Invalid(f"dependencies that can never complete: {', '.join(dead)}")
+    return all(found[i] == DeploymentStatus.completed for i in ids)
+
+
+def _record(
+    session: Session, deployment_ids: Iterable[int], kind: str, message: str, now: datetime
+) -> None:
+    session.add_all(
+        DeploymentEvent(deployment_id=i, at=now, type=kind, message=message) for i in deployment_ids
+    )
+
+
+def _finish(
+    session: Session,
+    deployment_ids: list[int],
+    status: DeploymentStatus,
+    message: str,
+    now: datetime,
+) -> None:
+    """End deployments for good, then settle what depended on them."""
+    if not deployment_ids:
+        return
+    session.execute(
+        update(Deployment)
+        .where(Deployment.id.in_(deployment_ids))
+        .values(
+            status=status.value,
+            finished_at=now,
+            reason=None if status == DeploymentStatus.completed else message,
+        )
+    )
+    _record(session, deployment_ids, status.value, message, now)
+    _settle_dependents(session, deployment_ids, now)
+
+
+def _settle_dependents(session: Session, finished_ids: list[int], now: datetime) -> None:
+    """Make waiting dependents eligible, or fail them (and theirs) when a dependency died.
+
+    Dependents may sit in other clusters; changing a pending deployment's eligibility moves
+    no capacity, so no cluster lock is needed, only the dependents' own row locks (taken
+    before reading their dependencies, so two dependencies finishing at once cannot both
+    miss that the other one is done). Their clusters' next pass starts them.
+    """
+    frontier = finished_ids
+    while frontier:
+        dependents = list(
+            session.scalars(
+                select(Deployment.id)
+                .join(DeploymentDependency, DeploymentDependency.deployment_id == Deployment.id)
+                .where(
+                    DeploymentDependency.depends_on_id.in_(frontier),
+                    Deployment.status == PENDING,
+                    Deployment.eligible.is_(False),
+                )
+                .order_by(Deployment.id)
+                .with_for_update()
+            ).unique()
+        )
+        frontier = _resolve(session, dependents, now)
+
+
+def _resolve(session: Session, waiting_ids: list[int], now: datetime) -> list[int]:
+    """Apply the dependency rule to these waiting deployments; returns those that failed."""
+    if not waiting_ids:
+        return []
+    edges = session.execute(
+        select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id).where(
+            DeploymentDependency.deployment_id.in_(waiting_ids)
+        )
+    ).all()
+    waiting: dict[int, list[int]] = {i: [] for i in waiting_ids}
+    for deployment_id, depends_on_id in edges:
+        waiting[deployment_id].append(depends_on_id)
+    needed = {d for deps in waiting.values() for d in deps}
+    statuses = dict(
+        session.execute(
+            select(Deployment.id, Deployment.status).where(Deployment.id.in_(needed))
+        ).all()
+    )
+    resolution = scheduler.resolve_dependencies(waiting, statuses)
+    if resolution.eligible:
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id.in_(resolution.eligible))
+            .values(eligible=True, waiting_since=now)
+        )
+    for deployment_id, reason in resolution.failed.items():
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id)
+            .values(status=DeploymentStatus.failed.value, finished_at=now, reason=reason)
+        )
+        _record(session, [deployment_id], "failed", reason, now)
+    return list(resolution.failed)
+
+
+# --- scheduling passes -----------------------------------------------------------------------
+
+_JOB_COLUMNS = (
+    Deployment.id,
+    Deployment.priority,
+    Deployment.required_cpu,
+    Deployment.required_ram,
+    Deployment.required_gpu,
+    Deployment.created_at,
+    Deployment.waiting_since,
+    Deployment.started_at,
+    Deployment.duration_seconds,
+)
+
+
+def _job(row: Any) -> scheduler.Job:
+    started_at = row.started_at
+    return scheduler.Job(
+        id=row.id,
+        priority=row.priority,
+        request=scheduler.Resources(row.required_cpu, row.required_ram, row.required_gpu),
+        submitted_at=row.created_at.timestamp(),
+        waiting_since=row.waiting_since.timestamp(),
+        started_at=started_at.timestamp() if started_at is not None else None,
+        duration_seconds=row.duration_seconds,
+    )
+
+
+def _shape(cluster: Cluster) -> scheduler.Cluster:
+    return scheduler.Cluster(
+        total=scheduler.Resources(cluster.total_cpu, cluster.total_ram, cluster.total_gpu),
+        reserved=scheduler.Resources(
+            cluster.reserved_cpu, cluster.reserved_ram, cluster.reserved_gpu
+        ),
+    )
+
+
+def _running_jobs(session: Session, cluster_id: int) -> list[scheduler.Job]:
+    rows = session.execute(
+        select(*_JOB_COLUMNS).where(
+            Deployment.cluster_id == cluster_id, Deployment.status == RUNNING
+        )
+    ).all()
+    return [_job(row) for row in rows]
+
+
+def _queued(cluster_id: int) -> Any:
+    return select(*_JOB_COLUMNS).where(
+        Deployment.cluster_id == cluster_id,
+        Deployment.status == PENDING,
+        Deployment.eligible.is_(True),
+    )
+
+
+def _starvation_guard(
+    session: Session, cluster: Cluster, now: datetime, policy: scheduler.Policy
+) -> scheduler.Job | None:
+    """The first deployment in queue order that has starved and could ever fit, if any."""
+    cutoff = now - timedelta(seconds=policy.starvation_seconds)
+    row = session.execute(
+        _queued(cluster.id)
+        .where(
+            Deployment.waiting_since < cutoff,
+            Deployment.required_cpu <= cluster.total_cpu,
+            Deployment.required_ram <= cluster.total_ram,
+            Deployment.required_gpu <= cluster.total_gpu,
+        )
+        .order_by(*QUEUE_ORDER)
+        .limit(1)
+    ).first()
+    return _job(row) if row is not None else None
+
+
+def _candidates(
+    session: Session,
+    cluster: Cluster,
+    bounds: list[tuple[int, int, scheduler.Resources]],
+    guard: scheduler.Job | None,
+) -> list[scheduler.Job]:
+    """The first queued deployments, in order, that could start now (fit or preempt)."""
+    could_start = or_(
+        *(
+            and_(
+                Deployment.priority.between(low, high),
+                Deployment.required_cpu <= limit.cpu,
+                Deployment.required_ram <= limit.ram,
+                Deployment.required_gpu <= limit.gpu,
+            )
+            for low, high, limit in bounds
+        )
+    )
+    rows = session.execute(
+        _queued(cluster.id).where(could_start).order_by(*QUEUE_ORDER).limit(CANDIDATE_BATCH)
+    ).all()
+    jobs = [_job(row) for row in rows]
+    # The starving deployment must be seen even if it cannot start: it holds back the rest.
+    if guard is not None and all(job.id != guard.id for job in jobs):
+        jobs.append(guard)
+    return jobs
+
+
+def schedule_locked_cluster(
+    session: Session, cluster: Cluster, now: datetime | None = None
+) -> None:
+    """A full scheduling pass (SPEC §5) over a cluster whose row this transaction has locked.
+
+    It finishes elapsed deployments, resolves dependencies, then sweeps the queue. The
+    queue is stable after every pass, so instead of reloading it the pass asks the database
+    only for deployments that could start under the current capacity, a batch at a time,
+    until a batch starts nothing.
+    """
+    started = time.perf_counter()
+    now = now or utcnow()
+    policy = scheduling_policy(session)
+    shape = _shape(cluster)
+    _resolve_ready(session, cluster.id, now)
+    running = _apply(
+        session,
+        scheduler.run_pass(shape, _running_jobs(session, cluster.id), [], now.timestamp(), policy),
+        now,
+    )
+    while True:
+        bounds = scheduler.candidate_bounds(shape, running, now.timestamp(), policy)
+        guard = _starvation_guard(session, cluster, now, policy)
+        candidates = _candidates(session, cluster, bounds, guard)
+        if not candidates:
+            break
+        plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), policy)
+        running = _apply(session, plan, now)
+        if not plan.started:
+            break
+    PASS_SECONDS.observe(time.perf_counter() - started)
+
+
+def run_periodic_passes(session_factory: sessionmaker[Session]) -> int:
+    """One tick of the background loop: a pass over every cluster that no other transaction
+    is passing over right now, each in its own transaction; returns how many ran.
+
+    One failing cluster is logged and skipped; it never stops the others or the loop.
+    """
+    with session_factory() as session:
+        cluster_ids = list(session.scalars(select(Cluster.id).order_by(Cluster.id)))
+    passes = 0
+    for cluster_id in cluster_ids:
+        try:
+            with session_factory.begin() as session:
+                cluster = try_lock_cluster(session, cluster_id)
+                if cluster is not None:
+                    schedule_locked_cluster(session, cluster)
+                    passes += 1
+        except Exception:
+            logger.exception("scheduling pass failed cluster_id=%s", cluster_id)
+    return passes
+
+
+def _schedule_new(
+    session: Session, cluster: Cluster, deployment: Deployment, now: datetime
+) -> None:
+    """Schedule one new eligible deployment: the queue was stable, so only it can start.
+
+    Falls back to a full pass when its start changed more than itself (a preemption frees
+    capacity others may use; an elapsed deployment was finished on the way).
+    """
+    started = time.perf_counter()
+    session.flush()
+    policy = scheduling_policy(session)
+    shape = _shape(cluster)
+    candidates = [_job(deployment)]
+    guard = _starvation_guard(session, cluster, now, policy)
+    if guard is not None and guard.id != deployment.id:
+        candidates.append(guard)
+    running = _running_jobs(session, cluster.id)
+    plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), policy)
+    _apply(session, plan, now)
+    PASS_SECONDS.observe(time.perf_counter() - started)
+    if plan.preempted or plan.completed:
+        schedule_locked_cluster(session, cluster, now)
+
+
+def _resolve_ready(session: Session, cluster_id: int, now: datetime) -> None:
+    """Step 2 of a pass: settle this cluster's waiting deployments whose dependencies all
+    finished (normally done when the dependency finished; this catches any missed)."""
+    unfinished = (
+        select(DeploymentDependency.deployment_id)
+        .join(Deployment, Deployment.id == DeploymentDependency.depends_on_id)
+        .where(Deployment.status.in_([PENDING, RUNNING]))
+    )
+    ready = list(
+        session.scalars(
+            select(Deployment.id).where(
+                Deployment.cluster_id == cluster_id,
+                Deployment.status == PENDING,
+                Deployment.eligible.is_(False),
+                Deployment.id.not_in(unfinished),
+            )
+        )
+    )
+    failed = _resolve(session, ready, now)
+    if failed:
+        _settle_dependents(session, failed, now)
+
+
+def _apply(session: Session, plan: scheduler.Plan, now: datetime) -> list[scheduler.Job]:
+    """Write a plan's decisions and their events; returns the running jobs after it."""
+    if plan.completed:
+        _finish(
+            session, plan.completed, DeploymentStatus.completed, "ran for its full duration", now
+        )
+    for victim, preemptor in plan.preempted.items():
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == victim)
+            .values(
+                status=PENDING,
+                started_at=None,
+                waiting_since=now,
+                preempted_by_id=preemptor,
+                preemption_count=Deployment.preemption_count + 1,
+            )
+        )
+        _record(session, [victim], "preempted", f"preempted by deployment {preemptor}", now)
+        _record(session, [victim], "requeued", "back in the queue at its original place", now)
+    if plan.started:
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id.in_(plan.started))
+            .values(status=RUNNING, started_at=now)
+        )
+        _record(session, plan.started, "started", "started", now)
+    if plan.started or plan.preempted or plan.completed:
+        logger.debug(
+            "pass applied started=%s preempted=%s completed=%s",
+            len(plan.started),
+            len(plan.preempted),
+            len(plan.completed),
+        )
+    return plan.running
+
+
+# --- how deployments read --------------------------------------------------------------------
+
+
+class _WaitExplainer:
+    """Why each pending deployment of one cluster waits, read from the cluster's live state.
+
+    After every pass the queue is stable, so the state now is the state of the latest pass;
+    deriving reasons on read keeps passes from rewriting every queued row.
+    """
+
+    def __init__(self, session: Session, cluster: Cluster, now: datetime) -> None:
+        self.session = session
+        self.now = now
+        self.shape = _shape(cluster)
+        self.policy = scheduling_policy(session)
+        self.running = _running_jobs(session, cluster.id)
+        self.guard = _starvation_guard(session, cluster, now, self.policy)
+        self.unfinished: dict[int, list[int]] | None = None
+
+    def reason(self, deployment: Deployment) -> str:
+        job = _job(deployment)
+        held_back_by = None
+        if self.guard is not None and deployment.eligible:
+            if scheduler.order_key(job) > scheduler.order_key(self.guard):
+                held_back_by = self.guard
+        return scheduler.explain_wait(
+            job,
+            self.shape,
+            self.running,
+            unfinished_dependencies=self._unfinished_of(deployment),
+            held_back_by=held_back_by,
+            preempted_by=deployment.preempted_by_id,
+            now=self.now.timestamp(),
+            policy=self.policy,
+        )
+
+    def _unfinished_of(self, deployment: Deployment) -> list[int]:
+        if deployment.eligible:
+            return []
+        if self.unfinished is None:
+            # One query for every waiting deployment of the cluster, not one per row.
+            self.unfinished = {}
+            waiting = aliased(Deployment)
+            rows = self.session.execute(
+                select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+                .join(waiting, waiting.id == DeploymentDependency.deployment_id)
+                .join(Deployment, Deployment.id == DeploymentDependency.depends_on_id)
+                .where(
+                    waiting.cluster_id == deployment.cluster_id,
+                    waiting.status == PENDING,
+                    waiting.eligible.is_(False),
+                    Deployment.status.in_([PENDING, RUNNING]),
+                )
+                .order_by(DeploymentDependency.depends_on_id)
+            ).all()
+            for deployment_id, depends_on_id in rows:
+                self.unfinished.setdefault(deployment_id, []).append(depends_on_id)
+        return self.unfinished.get(deployment.id, [])
+
+
+def deployment_views(
+    session: Session, deployments: list[Deployment], now: datetime
+) -> list[schemas.DeploymentRead]:
+    """The deployment objects of SPEC §4, with a handful of queries whatever their number."""
+    if not deployments:
+        return []
+    ids = [d.id for d in deployments]
+    depends_on: dict[int, list[int]] = {i: [] for i in ids}
+    for deployment_id, depends_on_id in session.execute(
+        select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+        .where(DeploymentDependency.deployment_id.in_(ids))
+        .order_by(DeploymentDependency.depends_on_id)
+    ):
+        depends_on[deployment_id].append(depends_on_id)
+    clusters = {
+        cluster.id: cluster
+        for cluster in session.scalars(
+            select(Cluster).where(Cluster.id.in_({d.cluster_id for d in deployments}))
+        )
+    }
+    usernames = dict(
+        session.execute(
+            select(User.id, User.username).where(
+                User.id.in_({d.created_by_id for d in deployments})
+            )
+        ).all()
+    )
+    positions = _queue_positions(session, [d for d in deployments if d.status == PENDING])
+    explainers: dict[int, _WaitExplainer] = {}
+    views = []
+    for d in deployments:
+        cluster = clusters[d.cluster_id]
+        reason = d.reason
+        if d.status == PENDING:
+            if d.cluster_id not in explainers:
+                explainers[d.cluster_id] = _WaitExplainer(session, cluster, now)
+            reason = explainers[d.cluster_id].reason(d)
+        views.append(
+            schemas.DeploymentRead(
+                id=d.id,
+                name=d.name,
+                cluster_name=cluster.name,
+                organization_name=cluster.organization.name,
+                docker_image=d.docker_image,
+                required_cpu=d.required_cpu,
+                required_ram=d.required_ram,
+                required_gpu=d.required_gpu,
+                priority=d.priority,
+                status=d.status,
+                reason=reason,
+                queue_position=positions.get(d.id),
+                depends_on=depends_on[d.id],
+                duration_seconds=d.duration_seconds,
+                preemption_count=d.preemption_count,
+                created_by=usernames[d.created_by_id],
+                created_at=d.created_at,
+                started_at=d.started_at,
+                finished_at=d.finished_at,
+            )
+        )
+    return views
+
+
+def _queue_positions(session: Session, pending: list[Deployment]) -> dict[int, int]:
+    """1-based places in their clusters' queues: an indexed count for one deployment, one
+    ordered id scan per cluster for many."""
+    if len(pending) == 1:
+        d = pending[0]
+        ahead = session.scalar(
+            select(func.count())
+            .select_from(Deployment)
+            .where(
+                Deployment.cluster_id == d.cluster_id,
+                Deployment.status == PENDING,
+                or_(
+                    Deployment.priority > d.priority,
+                    and_(Deployment.priority == d.priority, Deployment.created_at < d.created_at),
+                    and_(
+                        Deployment.priority == d.priority,
+                        Deployment.created_at == d.created_at,
+                        Deployment.id < d.id,
+                    ),
+                ),
+            )
+        )
+        return {d.id: (ahead or 0) + 1}
+    positions: dict[int, int] = {}
+    for cluster_id in {d.cluster_id for d in pending}:
+        ordered = session.scalars(
+            select(Deployment.id)
+            .where(Deployment.cluster_id == cluster_id, Deployment.status == PENDING)
+            .order_by(*QUEUE_ORDER)
+        )
+        positions.update({i: place for place, i in enumerate(ordered, start=1)})
+    return positions

@@ -1,11 +1,17 @@
-"""Operations: liveness and readiness probes."""
+"""Operations: liveness and readiness probes, Prometheus metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+import secrets
 
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+import metrics
+import services
 from database import database_answers
+from routes import UNAUTHORIZED, SettingsDep
 
 router = APIRouter(tags=["operations"])
 
@@ -22,3 +28,22 @@ def readyz(request: Request) -> JSONResponse:
     if database_answers(request.app.state.engine):
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": "database unavailable"}, status_code=503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: UNAUTHORIZED},
+)
+def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
+    """Prometheus text: HTTP traffic, and per cluster queue, running, allocation, total,
+    preemptions and pass latency. Open unless `HYPERVISOR_METRICS_TOKEN` is set."""
+    if settings.metrics_token:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            token.encode(), settings.metrics_token.encode()
+        ):
+            raise services.Unauthorized("metrics need the operator's bearer token")
+    return Response(
+        metrics.render(request.app.state.session_factory), media_type=CONTENT_TYPE_LATEST
+    )

@@ -85,3 +85,45 @@ def create_cluster(
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+def rotate_invite(
+    client: TestClient, admin: dict[str, str], org: str, **body: Any
+) -> dict[str, Any]:
+    """Rotate `org`'s invite code (optional `role`, `expires_in_hours`); returns the new code."""
+    response = client.post(f"/organization/{org}/invite-code/rotate", json=body, headers=admin)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def expire_invite_code(engine: Any, org: str) -> None:
+    """Move `org`'s stored invite expiry an hour into the past, straight in the database."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from models import Organization
+
+    with engine.begin() as connection:
+        connection.execute(
+            update(Organization)
+            .where(Organization.name == org)
+            .values(invite_expires_at=datetime.now(UTC) - timedelta(hours=1))
+        )
+
+
+def reservation(org: str, cluster: str, cpu: int = 0, ram: int = 0, gpu: int = 0) -> dict[str, Any]:
+    """The body of `/cluster/allocate` and `/cluster/release`."""
+    return {"cluster_name": cluster, "organization_name": org, "cpu": cpu, "ram": ram, "gpu": gpu}
+
+
+def resize_body(org: str, cluster: str, cpu: int, ram: int, gpu: int) -> dict[str, Any]:
+    """The body of `PATCH /cluster/resize`."""
+    return {
+        "cluster_name": cluster,
+        "organization_name": org,
+        "total_cpu": cpu,
+        "total_ram": ram,
+        "total_gpu": gpu,
+    }

@@ -1,0 +1,90 @@
+"""Deployments: submit, inspect, cancel, report their end, and read a cluster's queue."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+import schemas
+import services
+from routes import (
+    CONFLICT,
+    MEMBER,
+    ROLE_CHECKED,
+    ClusterNamePath,
+    CurrentUser,
+    IdPath,
+    SessionDep,
+)
+from schemas import NAME_PATTERN
+
+router = APIRouter(prefix="/deployment", tags=["deployments"])
+
+OrganizationQuery = Annotated[
+    str | None,
+    Query(
+        min_length=3,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="Required when several of your organizations have a cluster of this name",
+    ),
+]
+
+
+@router.post("/create", status_code=201, responses={**ROLE_CHECKED, 409: CONFLICT})
+def create_deployment(
+    body: schemas.DeploymentCreate, user: CurrentUser, session: SessionDep
+) -> schemas.DeploymentRead:
+    """Submit a deployment. It is scheduled at once: `running`, or `pending` with a reason.
+
+    422 when it could never fit the cluster or a dependency is unknown, foreign, failed or
+    cancelled."""
+    return services.create_deployment(session, user, body)
+
+
+@router.get("/list/{cluster_name}", responses=MEMBER)
+def list_deployments(
+    cluster_name: ClusterNamePath,
+    user: CurrentUser,
+    session: SessionDep,
+    organization_name: OrganizationQuery = None,
+    status: schemas.DeploymentStatusName | None = None,
+) -> schemas.DeploymentList:
+    """A cluster's deployments by id, optionally only those with `status`."""
+    return services.list_deployments(session, user, cluster_name, organization_name, status)
+
+
+@router.get("/queue/{cluster_name}", responses=MEMBER)
+def queue(
+    cluster_name: ClusterNamePath,
+    user: CurrentUser,
+    session: SessionDep,
+    organization_name: OrganizationQuery = None,
+) -> schemas.Queue:
+    """Every pending deployment in scheduling order, with its position and why it waits."""
+    return services.read_queue(session, user, cluster_name, organization_name)
+
+
+@router.get("/{deployment_id}", responses=MEMBER)
+def read_deployment(
+    deployment_id: IdPath, user: CurrentUser, session: SessionDep
+) -> schemas.DeploymentDetail:
+    """One deployment with its events (created, started, preempted, requeued, ended)."""
+    return services.read_deployment(session, user, deployment_id)
+
+
+@router.delete("/delete/{deployment_id}", responses={**ROLE_CHECKED, 409: CONFLICT})
+def cancel_deployment(
+    deployment_id: IdPath, user: CurrentUser, session: SessionDep
+) -> schemas.DeploymentRead:
+    """Cancel a pending or running deployment; frees its resources and schedules the queue."""
+    return services.cancel_deployment(session, user, deployment_id)
+
+
+@router.post("/{deployment_id}/status", responses={**ROLE_CHECKED, 409: CONFLICT})
+def report_status(
+    deployment_id: IdPath, body: schemas.StatusReport, user: CurrentUser, session: SessionDep
+) -> schemas.DeploymentRead:
+    """Report that a running deployment completed or failed (for an external runtime)."""
+    return services.report_status(session, user, deployment_id, body)
