@@ -45,14 +45,15 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         own_engine = engine is None
         app.state.engine = engine or _migrated_engine(settings.database_url)
         app.state.session_factory = make_session_factory(app.state.engine, settings)
-        loop = asyncio.create_task(_scheduler_loop(app, settings.scheduler_interval_seconds))
+        stop = asyncio.Event()
+        loop = asyncio.create_task(_scheduler_loop(app, settings.scheduler_interval_seconds, stop))
         logger.info("hypervisor ready database=%s", app.state.engine.url.render_as_string())
         try:
             yield
         finally:
-            loop.cancel()
-            with suppress(asyncio.CancelledError):
-                await loop
+            # Let a tick in progress finish its passes: nothing is left half-applied.
+            stop.set()
+            await loop
             if own_engine:
                 app.state.engine.dispose()
             logger.info("hypervisor stopped")
@@ -85,11 +86,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     return app
 
 
-async def _scheduler_loop(app: FastAPI, interval: float) -> None:
+async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) -> None:
     """Every interval: end elapsed deployments and re-run passes (SPEC §5), off the event
-    loop's thread, with sessions of its own. Cancelled at shutdown between ticks."""
-    while True:
-        await asyncio.sleep(interval)
+    loop's thread, with sessions of its own. Returns between ticks once `stop` is set."""
+    while not stop.is_set():
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set():
+            return
         try:
             await asyncio.to_thread(services.run_periodic_passes, app.state.session_factory)
         except Exception:

@@ -459,3 +459,28 @@ def test_deployment_endpoints_need_a_token(team: Team) -> None:
     response = team.client.get("/deployment/1")
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_the_readme_worked_example(team: Team) -> None:
+    a = team.deploy(gpu=2, priority=1)
+    b = team.deploy(gpu=2, priority=1)
+    c = team.deploy(gpu=3, priority=1)
+    assert (a["status"], b["status"], c["status"]) == ("running", "running", "pending")
+    assert c["reason"].startswith("needs 3 gpu, 0 available (4 used by 2 deployments")
+
+    d = team.deploy(gpu=2, priority=9)
+    assert d["status"] == "running"
+    assert team.status(a) == "running"
+    assert f"preempted by deployment {d['id']}" in team.get(b)["reason"]
+
+    e = team.deploy(gpu=1, priority=0)
+    assert e["status"] == "pending"
+    assert [entry["deployment_id"] for entry in team.queue()] == [b["id"], c["id"], e["id"]]
+
+    team.cancel(a)
+    assert team.status(b) == "running"
+    assert (team.status(c), team.status(e)) == ("pending", "pending")
+
+    team.cancel(d)
+    assert team.status(c) == "pending"
+    assert team.status(e) == "running"
