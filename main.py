@@ -14,7 +14,12 @@ from sqlalchemy import Engine
 
 import services
 from database import make_engine, make_session_factory, migrate
-from middleware import RateLimitMiddleware, RequestMetricsMiddleware, rate_limit_enabled
+from middleware import (
+    RateLimitMiddleware,
+    RequestMetricsMiddleware,
+    RetryAbortedTransactionsMiddleware,
+    rate_limit_enabled,
+)
 from routes import clusters, deployments, operations, organizations, users
 from utils import Settings, configure_logging, get_settings
 
@@ -70,6 +75,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(router)
     if rate_limit_enabled(settings):
         app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(RetryAbortedTransactionsMiddleware)
     app.add_middleware(RequestMetricsMiddleware)
 
     @app.exception_handler(services.DomainError)

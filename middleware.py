@@ -1,4 +1,5 @@
-"""HTTP middleware: per-caller rate limiting and request metrics.
+"""HTTP middleware: per-caller rate limiting, request metrics, retries of transactions the
+database aborted.
 
 A module of its own because it is a cross-cutting concern of the web layer that belongs to
 no single router, and it would bury the app's assembly in `main.py`.
@@ -6,17 +7,20 @@ no single router, and it would bury the app's assembly in `main.py`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import random
 import time
 
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy.exc import DBAPIError
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metrics import HTTP_LATENCY, HTTP_REQUESTS
 from utils import Settings, user_id_from_token
@@ -91,3 +95,69 @@ class RequestMetricsMiddleware(BaseHTTPMiddleware):
             template = getattr(route, "path", "unmatched")
             HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
             HTTP_LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
+
+
+# PostgreSQL's "deadlock detected" and "could not serialize": the transaction was rolled
+# back whole, so running the request again is safe.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+MAX_ATTEMPTS = 4
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for a database error that aborted the transaction and may succeed if retried."""
+    if not isinstance(error, DBAPIError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate in RETRYABLE_SQLSTATES or "database is locked" in str(error.orig)
+
+
+class RetryAbortedTransactionsMiddleware:
+    """Runs a request again (bounded, with jittered backoff) when the database aborted its
+    transaction as a deadlock victim or serialization failure, before any byte was sent.
+
+    One transaction per request makes this safe: the aborted attempt left nothing behind.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            response_started = False
+
+            async def replay() -> Message:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def tracking_send(message: Message) -> None:
+                nonlocal response_started
+                response_started = True
+                await send(message)
+
+            try:
+                await self.app(scope, replay, tracking_send)
+                return
+            except Exception as error:
+                if response_started or attempt == MAX_ATTEMPTS or not is_retryable(error):
+                    raise
+                logger.warning(
+                    "transaction aborted, retrying attempt=%s error=%s",
+                    attempt,
+                    error.__class__.__name__,
+                )
+                await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)

@@ -1031,10 +1031,15 @@ def _schedule_new(
 def _resolve_ready(session: Session, cluster_id: int, now: datetime) -> None:
     """Step 2 of a pass: settle this cluster's waiting deployments whose dependencies all
     finished (normally done when the dependency finished; this catches any missed)."""
-    unfinished = (
-        select(DeploymentDependency.deployment_id)
-        .join(Deployment, Deployment.id == DeploymentDependency.depends_on_id)
-        .where(Deployment.status.in_([PENDING, RUNNING]))
+    dependency = aliased(Deployment)
+    has_unfinished = (
+        select(DeploymentDependency.depends_on_id)
+        .join(dependency, dependency.id == DeploymentDependency.depends_on_id)
+        .where(
+            DeploymentDependency.deployment_id == Deployment.id,
+            dependency.status.in_([PENDING, RUNNING]),
+        )
+        .exists()
     )
     ready = list(
         session.scalars(
@@ -1042,7 +1047,7 @@ def _resolve_ready(session: Session, cluster_id: int, now: datetime) -> None:
                 Deployment.cluster_id == cluster_id,
                 Deployment.status == PENDING,
                 Deployment.eligible.is_(False),
-                Deployment.id.not_in(unfinished),
+                ~has_unfinished,
             )
         )
     )
