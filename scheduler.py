@@ -15,8 +15,8 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, insort
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
 RESOURCE_NAMES = ("cpu", "ram", "gpu")
@@ -121,6 +121,9 @@ class Plan:
     running: list[Job]  # started jobs carry started_at=now
     pending: list[Job]  # in scheduling order; requeued victims carry waiting_since=now
     available: Resources  # total - reserved - sum(running requests)
+    # Jobs whose start preempted others, in sweep order, even where the net result hides it
+    # (a victim that got room again in the same pass): where an incremental pass must cut.
+    preempting: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,15 +173,18 @@ def run_pass(
     pending: Sequence[Job],
     now: float,
     policy: Policy = DEFAULT_POLICY,
+    stop_after: OrderKey | None = None,
 ) -> Plan:
     """One scheduling pass over one cluster (SPEC 5, steps 1 and 3 to 6).
 
     `pending` holds the eligible pending jobs only (the caller resolves dependencies
     first), in any order; it may be a slice of the queue chosen with `candidate_bounds`.
+    With `stop_after`, the sweep ends before the first job ranked after that order key
+    (`run_pass_incrementally` uses it to go no further than what it has loaded).
     """
     _check_input(running, pending)
     still_running, completed = _finish(running, now)
-    state = _Pass(cluster, still_running, pending, now, policy)
+    state = _Pass(cluster, still_running, pending, now, policy, stop_after)
     outcome = state.sweep()
     # In priority order a sweep leaves nothing startable behind it: victims rank below their
     # preemptor, so nobody already passed over gains room. In FIFO order a victim may rank
@@ -197,6 +203,7 @@ def run_pass(
         running=running_after,
         pending=_in_scheduling_order(state.pending.values(), policy),
         available=_available(cluster, running_after),
+        preempting=state.preempting,
     )
 
 
@@ -255,10 +262,13 @@ class _Pass:
         pending: Sequence[Job],
         now: float,
         policy: Policy,
+        stop_after: OrderKey | None = None,
     ) -> None:
         self.cluster = cluster
         self.now = now
         self.policy = policy
+        self.stop_after = stop_after
+        self.preempting: list[int] = []
         self.running = _RunningSet(cluster, running, now, policy)
         self.pending = {job.id: job for job in pending}
         # What the pass started from: the Plan reports net changes, so a job started and
@@ -279,6 +289,8 @@ class _Pass:
 
         queue = _in_scheduling_order(self.pending.values(), policy)
         for job in _merge_requeued(queue, requeued, policy):
+            if self.stop_after is not None and order_key(job, policy) > self.stop_after:
+                break
             if holders and _is_held_back(job, holders, policy):
                 continue
             request = job.request
@@ -291,6 +303,7 @@ class _Pass:
                     back = self._requeue(victim, preempted_by=job)
                     heapq.heappush(requeued, (order_key(back, policy), back))
                 self._start(job)
+                self.preempting.append(job.id)
                 preempted_any = True
                 continue
             # The job waits. It may stop the sweep for the jobs after it (SPEC 5, step 6),
@@ -572,6 +585,127 @@ def needs_loading(
     # A starving job that cannot start still matters: it stops the sweep behind it.
     starving = now - job.waiting_since > policy.starvation_seconds
     return starving and job.request.fits_in(cluster.total)
+
+
+def startable_bounds(
+    cluster: Cluster,
+    running: Sequence[Job],
+    now: float,
+    policy: Policy = DEFAULT_POLICY,
+) -> list[Band]:
+    """Bands covering 0..1000 whose max_request is exactly what a job of that priority
+    could get right now: available capacity plus every preemption candidate of strictly
+    lower priority (SPEC 5, the preemption gate). A job within its band starts at once,
+    by fitting or by preempting; one outside it cannot start before something changes.
+
+    Tighter than `candidate_bounds`, which must also allow for room that later
+    preemptions may leave over; `run_pass_incrementally` handles that by re-asking after
+    each preemption.
+    """
+    still_running, _ = _finish(running, now)
+    available = _available(cluster, still_running)
+    if not policy.preemption:
+        return [(PRIORITY_MIN, PRIORITY_MAX, available)]
+    per_level: dict[int, Resources] = {}
+    for job in still_running:
+        if job.started_at is not None and now - job.started_at >= policy.preemption_grace_seconds:
+            per_level[job.priority] = per_level.get(job.priority, Resources()) + job.request
+    bands: list[Band] = []
+    lowest, reachable = PRIORITY_MIN, available
+    for level in sorted(per_level):
+        # Priorities up to `level` cannot preempt `level`; those above it can.
+        if lowest <= level:
+            bands.append((lowest, level, reachable))
+        lowest, reachable = level + 1, reachable + per_level[level]
+    if lowest <= PRIORITY_MAX:
+        bands.append((lowest, PRIORITY_MAX, reachable))
+    return bands
+
+
+# Loads eligible pending jobs, in scheduling order, ranked after `after` (all when None),
+# that fit their band in `bounds` or have waited since before `starving_before` and fit the
+# cluster; at most `limit` of them (all when None).
+Fetch = Callable[[list[Band], float, "Job | None", "int | None"], list[Job]]
+
+
+def run_pass_incrementally(
+    cluster: Cluster,
+    running: Sequence[Job],
+    now: float,
+    fetch: Fetch,
+    policy: Policy = DEFAULT_POLICY,
+    batch_size: int = 64,
+) -> Plan:
+    """The same decisions as `run_pass` over the whole queue, loading only the part of it
+    that matters: after a pass the queue is stable, so few jobs can start.
+
+    It asks `fetch` for the next `batch_size` jobs that could start now (or hold the
+    starvation guard), sweeps up to the last of them, and asks again from there. A
+    preemption can leave room a job outside the batch could use, so after one the sweep is
+    cut just after the preempting job and the next batch is asked for with the new room.
+    `Plan.pending` holds only the requeued victims. Policies other than priority order
+    with backfill load every job that might matter in one go.
+    """
+    starving_before = now - policy.starvation_seconds
+    if not (policy.priority_order and policy.backfill):
+        bounds = candidate_bounds(cluster, running, now, policy)
+        return run_pass(cluster, running, fetch(bounds, starving_before, None, None), now, policy)
+
+    finishing = run_pass(cluster, running, [], now, policy)
+    originally_running = {job.id: job for job in finishing.running}
+    current = finishing.running
+    started: dict[int, None] = {}
+    preempted: dict[int, int] = {}
+    requeued: dict[int, Job] = {}
+    preempting: list[int] = []
+    held_back_by: int | None = None
+    cursor: Job | None = None
+    while True:
+        bounds = startable_bounds(cluster, current, now, policy)
+        fetched = fetch(bounds, starving_before, cursor, batch_size)
+        stop = order_key(fetched[-1]) if len(fetched) >= batch_size else None
+        # Victims are pending now but not yet in the caller's store: offer them as well.
+        victims = [
+            victim
+            for victim in requeued.values()
+            if (cursor is None or order_key(victim) > order_key(cursor))
+            and (stop is None or order_key(victim) <= stop)
+            and needs_loading(victim, bounds, cluster, now, policy)
+        ]
+        batch = fetched + victims
+        if not batch:
+            break
+        plan = run_pass(cluster, current, batch, now, policy, stop_after=stop)
+        if plan.preempting:
+            by_id = {job.id: job for job in batch}
+            stop = order_key(by_id[plan.preempting[0]])
+            plan = run_pass(cluster, current, batch, now, policy, stop_after=stop)
+        for job_id in plan.started:
+            if job_id in requeued:  # a victim back within the same pass: it never stopped
+                del requeued[job_id]
+                del preempted[job_id]
+            else:
+                started[job_id] = None
+        pending_after = {job.id: job for job in plan.pending}
+        for victim, preemptor in plan.preempted.items():
+            preempted[victim] = preemptor
+            requeued[victim] = pending_after[victim]
+        preempting.extend(plan.preempting)
+        current = [originally_running.get(job.id, job) for job in plan.running]
+        held_back_by = plan.held_back_by
+        if held_back_by is not None or stop is None:
+            break
+        cursor = next(job for job in batch if order_key(job) == stop)
+    return Plan(
+        completed=finishing.completed,
+        started=list(started),
+        preempted=preempted,
+        held_back_by=held_back_by,
+        running=current,
+        pending=_in_scheduling_order(requeued.values(), policy),
+        available=_available(cluster, current),
+        preempting=preempting,
+    )
 
 
 # --- Dependencies ------------------------------------------------------------------------

@@ -20,6 +20,8 @@ MAX_PASSWORD_LENGTH = 128
 Password = Annotated[str, StringConstraints(min_length=8, max_length=MAX_PASSWORD_LENGTH)]
 Units = Annotated[int, Field(ge=0, le=MAX_UNITS, strict=True)]
 RoleName = Literal["admin", "developer", "viewer"]
+# PostgreSQL text cannot hold NUL; free text that reaches the database must not carry one.
+NO_NUL = r"^[^\x00]*$"
 
 
 class Input(BaseModel):
@@ -64,7 +66,7 @@ class Me(Output):
 
 
 class JoinRequest(Input):
-    invite_code: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    invite_code: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
 class JoinResult(Output):
@@ -228,7 +230,7 @@ class DeploymentCreate(Input):
 
 class StatusReport(Input):
     status: Literal["completed", "failed"]
-    message: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    message: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
 
 
 class DeploymentEventRead(Output):

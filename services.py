@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -105,8 +105,9 @@ def register_user(session: Session, body: schemas.UserRegister) -> schemas.UserR
 
 def authenticate(session: Session, username: str, password: str) -> User:
     """The user with these credentials, else Unauthorized (without saying which part is wrong)."""
-    if len(password) > schemas.MAX_PASSWORD_LENGTH:
-        # No account can have it, and hashing megabytes of hostile input is a cheap DoS.
+    if len(password) > schemas.MAX_PASSWORD_LENGTH or "\x00" in username:
+        # No account can have these; hashing megabytes of hostile input is a cheap DoS, and
+        # PostgreSQL refuses NUL in a query.
         raise Unauthorized("incorrect username or password")
     user = session.scalar(select(User).where(func.lower(User.username) == _lower(username)))
     if user is None:
@@ -910,44 +911,63 @@ def _starvation_guard(
     cutoff = now - timedelta(seconds=policy.starvation_seconds)
     row = session.execute(
         _queued(cluster.id)
-        .where(
-            Deployment.waiting_since < cutoff,
-            Deployment.required_cpu <= cluster.total_cpu,
-            Deployment.required_ram <= cluster.total_ram,
-            Deployment.required_gpu <= cluster.total_gpu,
-        )
+        .where(Deployment.waiting_since < cutoff, *_fits(cluster_total(cluster)))
         .order_by(*QUEUE_ORDER)
         .limit(1)
     ).first()
     return _job(row) if row is not None else None
 
 
-def _candidates(
-    session: Session,
-    cluster: Cluster,
-    bounds: list[tuple[int, int, scheduler.Resources]],
-    guard: scheduler.Job | None,
-) -> list[scheduler.Job]:
-    """The first queued deployments, in order, that could start now (fit or preempt)."""
-    could_start = or_(
-        *(
-            and_(
-                Deployment.priority.between(low, high),
-                Deployment.required_cpu <= limit.cpu,
-                Deployment.required_ram <= limit.ram,
-                Deployment.required_gpu <= limit.gpu,
-            )
-            for low, high, limit in bounds
-        )
+def cluster_total(cluster: Cluster) -> scheduler.Resources:
+    return scheduler.Resources(cluster.total_cpu, cluster.total_ram, cluster.total_gpu)
+
+
+def _fits(limit: scheduler.Resources) -> tuple[Any, ...]:
+    return (
+        Deployment.required_cpu <= limit.cpu,
+        Deployment.required_ram <= limit.ram,
+        Deployment.required_gpu <= limit.gpu,
     )
-    rows = session.execute(
-        _queued(cluster.id).where(could_start).order_by(*QUEUE_ORDER).limit(CANDIDATE_BATCH)
-    ).all()
-    jobs = [_job(row) for row in rows]
-    # The starving deployment must be seen even if it cannot start: it holds back the rest.
-    if guard is not None and all(job.id != guard.id for job in jobs):
-        jobs.append(guard)
-    return jobs
+
+
+def _fetcher(session: Session, cluster: Cluster) -> scheduler.Fetch:
+    """The scheduler's view of this cluster's queue: the next eligible pending deployments
+    in order that could start under the given bounds, or that starve and fit the cluster."""
+    submitted: dict[int, datetime] = {}  # id -> exact submission time, for the cursor
+
+    def fetch(
+        bounds: list[scheduler.Band],
+        starving_before: float,
+        after: scheduler.Job | None,
+        limit: int | None,
+    ) -> list[scheduler.Job]:
+        could_start = [
+            and_(Deployment.priority.between(low, high), *_fits(limit_))
+            for low, high, limit_ in bounds
+        ]
+        starving = and_(
+            Deployment.waiting_since < datetime.fromtimestamp(starving_before, UTC),
+            *_fits(cluster_total(cluster)),
+        )
+        statement = _queued(cluster.id).where(or_(*could_start, starving))
+        if after is not None:
+            at = submitted[after.id]
+            statement = statement.where(
+                or_(
+                    Deployment.priority < after.priority,
+                    and_(Deployment.priority == after.priority, Deployment.created_at > at),
+                    and_(
+                        Deployment.priority == after.priority,
+                        Deployment.created_at == at,
+                        Deployment.id > after.id,
+                    ),
+                )
+            )
+        rows = session.execute(statement.order_by(*QUEUE_ORDER).limit(limit)).all()
+        submitted.update((row.id, row.created_at) for row in rows)
+        return [_job(row) for row in rows]
+
+    return fetch
 
 
 def schedule_locked_cluster(
@@ -955,31 +975,29 @@ def schedule_locked_cluster(
 ) -> None:
     """A full scheduling pass (SPEC §5) over a cluster whose row this transaction has locked.
 
-    It finishes elapsed deployments, resolves dependencies, then sweeps the queue. The
-    queue is stable after every pass, so instead of reloading it the pass asks the database
-    only for deployments that could start under the current capacity, a batch at a time,
-    until a batch starts nothing.
+    It finishes elapsed deployments, resolves dependencies (so dependents of what just
+    finished can start in this very pass), then sweeps the queue. The queue is stable after
+    every pass, so instead of loading it whole the scheduler asks for the few deployments
+    that could start now, a batch at a time.
     """
     started = time.perf_counter()
     now = now or utcnow()
     policy = scheduling_policy(session)
     shape = _shape(cluster)
-    _resolve_ready(session, cluster.id, now)
-    running = _apply(
-        session,
-        scheduler.run_pass(shape, _running_jobs(session, cluster.id), [], now.timestamp(), policy),
-        now,
+    finishing = scheduler.run_pass(
+        shape, _running_jobs(session, cluster.id), [], now.timestamp(), policy
     )
-    while True:
-        bounds = scheduler.candidate_bounds(shape, running, now.timestamp(), policy)
-        guard = _starvation_guard(session, cluster, now, policy)
-        candidates = _candidates(session, cluster, bounds, guard)
-        if not candidates:
-            break
-        plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), policy)
-        running = _apply(session, plan, now)
-        if not plan.started:
-            break
+    running = _apply(session, finishing, now)
+    _resolve_ready(session, cluster.id, now)
+    plan = scheduler.run_pass_incrementally(
+        shape,
+        running,
+        now.timestamp(),
+        _fetcher(session, cluster),
+        policy,
+        batch_size=CANDIDATE_BATCH,
+    )
+    _apply(session, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
 
 

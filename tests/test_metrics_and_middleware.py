@@ -7,16 +7,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from workloads import make_team
 
-from conftest import make_settings
 from helpers import new_user
 from main import create_app
 from middleware import RetryAbortedTransactionsMiddleware
-from workloads import make_team
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

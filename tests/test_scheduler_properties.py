@@ -1,0 +1,316 @@
+"""Properties of a scheduling pass over random clusters and workloads (SPEC section 5)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from itertools import count
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler import (
+    Cluster,
+    Job,
+    Plan,
+    Policy,
+    Resources,
+    candidate_bounds,
+    needs_loading,
+    order_key,
+    run_pass,
+    run_pass_incrementally,
+)
+
+NOW = 10_000.0
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+Scenario = tuple[Cluster, list[Job], list[Job], Policy]
+
+
+def requests(max_cpu: int, max_ram: int, max_gpu: int) -> st.SearchStrategy[Resources]:
+    return st.builds(
+        Resources, st.integers(0, max_cpu), st.integers(0, max_ram), st.integers(0, max_gpu)
+    )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, priority_order: bool | None = None) -> Scenario:
+    """A cluster, running work that fits it, a pending queue with ties, and a policy."""
+    total = draw(requests(12, 32, 6))
+    reserved = draw(requests(total.cpu // 3, total.ram // 3, total.gpu // 3))
+    cluster = Cluster(total=total, reserved=reserved)
+    # Few priorities, so that levels hold several jobs and ties are common.
+    priorities = st.sampled_from([0, 1, 2, 5, 500, 999, 1000])
+    ids = count(1)
+
+    room = total - reserved
+    running: list[Job] = []
+    for _ in range(draw(st.integers(0, 8))):
+        request = draw(requests(6, 16, 3))
+        if not request.fits_in(room):
+            continue
+        room -= request
+        running.append(
+            Job(
+                id=next(ids),
+                priority=draw(priorities),
+                request=request,
+                submitted_at=float(draw(st.integers(0, 20))),
+                started_at=NOW - draw(st.sampled_from([0, 10, 30, 100, 1000])),
+                duration_seconds=draw(st.none() | st.sampled_from([5, 50, 500, 5000])),
+            )
+        )
+    pending = [
+        Job(
+            id=next(ids),
+            priority=draw(priorities),
+            request=draw(requests(8, 24, 4)),  # sometimes larger than the cluster
+            submitted_at=float(draw(st.integers(0, 20))),
+            waiting_since=NOW - draw(st.sampled_from([0, 100, 299, 301, 1000])),
+            duration_seconds=draw(st.none() | st.sampled_from([5, 500])),
+        )
+        for _ in range(draw(st.integers(0, 12)))
+    ]
+    draw(st.randoms()).shuffle(pending)
+    policy = Policy(
+        starvation_seconds=300.0,
+        preemption_grace_seconds=draw(st.sampled_from([0.0, 30.0])),
+        preemption=draw(st.booleans()),
+        backfill=draw(st.booleans()),
+        priority_order=draw(st.booleans()) if priority_order is None else priority_order,
+    )
+    return cluster, running, pending, policy
+
+
+def total(jobs: list[Job]) -> Resources:
+    result = Resources()
+    for job in jobs:
+        result += job.request
+    return result
+
+
+def preemptible_below(job: Job, running: list[Job], policy: Policy) -> Resources:
+    """What preempting every strictly-lower-priority candidate would free for `job`."""
+    return total(
+        [
+            other
+            for other in running
+            if other.priority < job.priority
+            and other.started_at is not None
+            and NOW - other.started_at >= policy.preemption_grace_seconds
+        ]
+    )
+
+
+@FAST
+@given(scenarios())
+def test_a_pass_leaves_the_cluster_consistent(scenario: Scenario) -> None:
+    cluster, running, pending, policy = scenario
+
+    plan = run_pass(cluster, running, pending, NOW, policy)
+
+    used = total(plan.running)
+    assert (cluster.reserved + used).fits_in(cluster.total)
+    assert plan.available == cluster.total - cluster.reserved - used
+
+    everyone = {job.id: job for job in running + pending}
+    states = [job.id for job in plan.running] + [job.id for job in plan.pending] + plan.completed
+    assert sorted(states) == sorted(everyone)
+
+    running_ids = {job.id for job in plan.running}
+    assert set(plan.started) <= running_ids
+    assert all(everyone[job_id] in pending for job_id in plan.started)
+    for victim, preemptor in plan.preempted.items():
+        assert everyone[victim].priority < everyone[preemptor].priority
+        assert victim not in running_ids
+    assert plan.pending == sorted(plan.pending, key=lambda job: order_key(job, policy))
+
+
+@FAST
+@given(scenarios())
+def test_nothing_left_pending_could_start(scenario: Scenario) -> None:
+    cluster, running, pending, policy = scenario
+
+    plan = run_pass(cluster, running, pending, NOW, policy)
+
+    holder = next((job for job in plan.pending if job.id == plan.held_back_by), None)
+    for job in plan.pending:
+        if not policy.backfill:
+            continue
+        if holder is not None and order_key(job, policy) >= order_key(holder, policy):
+            continue
+        assert not job.request.fits_in(plan.available)
+        if policy.preemption:
+            ceiling = plan.available + preemptible_below(job, plan.running, policy)
+            assert not job.request.fits_in(ceiling)
+
+
+@FAST
+@given(scenarios())
+def test_a_second_pass_changes_nothing(scenario: Scenario) -> None:
+    cluster, running, pending, policy = scenario
+    plan = run_pass(cluster, running, pending, NOW, policy)
+
+    again = run_pass(cluster, plan.running, plan.pending, NOW, policy)
+
+    assert (again.started, again.preempted, again.completed) == ([], {}, [])
+    assert again.held_back_by == plan.held_back_by
+    assert again.running == plan.running
+    assert again.pending == plan.pending
+
+
+@FAST
+@given(scenarios())
+def test_loading_only_the_candidate_slice_decides_the_same(scenario: Scenario) -> None:
+    cluster, running, pending, policy = scenario
+    bounds = candidate_bounds(cluster, running, NOW, policy)
+    slice_ = [job for job in pending if needs_loading(job, bounds, cluster, NOW, policy)]
+
+    whole = run_pass(cluster, running, pending, NOW, policy)
+    partial = run_pass(cluster, running, slice_, NOW, policy)
+
+    assert partial.started == whole.started
+    assert partial.preempted == whole.preempted
+    assert partial.held_back_by == whole.held_back_by
+    assert partial.running == whole.running
+    # The bands cover every priority, each once.
+    assert bounds[0][0] == 0 and bounds[-1][1] == 1000
+    assert all(a[1] + 1 == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+
+
+@FAST
+@given(scenarios(priority_order=True))
+def test_a_pass_matches_a_literal_reading_of_the_rules(scenario: Scenario) -> None:
+    cluster, running, pending, policy = scenario
+
+    plan = run_pass(cluster, running, pending, NOW, policy)
+
+    expected = literal_pass(cluster, running, pending, policy)
+    assert plan.completed == expected.completed
+    assert plan.started == expected.started
+    assert plan.preempted == expected.preempted
+    assert plan.held_back_by == expected.held_back_by
+    assert sorted(plan.running, key=lambda j: j.id) == sorted(expected.running, key=lambda j: j.id)
+    assert plan.pending == expected.pending
+
+
+def literal_pass(cluster: Cluster, running: list[Job], pending: list[Job], policy: Policy) -> Plan:
+    """SPEC 5 read word by word, in priority order, with no care for speed."""
+    completed = [
+        job.id
+        for job in running
+        if job.duration_seconds is not None
+        and job.started_at is not None
+        and job.started_at + job.duration_seconds <= NOW
+    ]
+    was_running = {job.id: job for job in running if job.id not in completed}
+    now_running = dict(was_running)
+    now_pending = {job.id: job for job in pending}
+    started: list[int] = []
+    preempted: dict[int, int] = {}
+    held_back_by: int | None = None
+
+    def available() -> Resources:
+        return cluster.total - cluster.reserved - total(list(now_running.values()))
+
+    def start(job: Job) -> None:
+        del now_pending[job.id]
+        if job.id in was_running:
+            del preempted[job.id]
+            now_running[job.id] = was_running[job.id]
+        else:
+            started.append(job.id)
+            now_running[job.id] = replace(job, started_at=NOW)
+
+    last_key: tuple[float, ...] | None = None
+    while True:
+        # The next job in order after the last one looked at; requeued victims rank below
+        # their preemptor, so they come up at their place.
+        later = [
+            job
+            for job in now_pending.values()
+            if last_key is None or order_key(job, policy) > last_key
+        ]
+        if not later:
+            break
+        job = min(later, key=lambda j: order_key(j, policy))
+        last_key = order_key(job, policy)
+        if job.request.fits_in(available()):
+            start(job)
+            continue
+        lower = [
+            other
+            for other in now_running.values()
+            if other.priority < job.priority
+            and other.started_at is not None
+            and NOW - other.started_at >= policy.preemption_grace_seconds
+        ]
+        if policy.preemption and job.request.fits_in(available() + total(lower)):
+            for level in sorted({other.priority for other in lower}):
+                released = [other for other in lower if other.priority <= level]
+                if job.request.fits_in(available() + total(released)):
+                    break
+            kept: list[Job] = []
+            victims: list[Job] = []
+            for other in sorted(released, key=lambda o: (-o.priority, o.started_at, o.id)):
+                room = available() + total(released) - total(kept) - other.request
+                (kept if job.request.fits_in(room) else victims).append(other)
+            for victim in victims:
+                del now_running[victim.id]
+                now_pending[victim.id] = replace(victim, waiting_since=NOW, started_at=None)
+                preempted[victim.id] = job.id
+            start(job)
+            continue
+        if job.request.fits_in(cluster.total):
+            starving = NOW - job.waiting_since > policy.starvation_seconds
+            if starving or not policy.backfill:
+                held_back_by = job.id if starving else None
+                break
+    return Plan(
+        completed=completed,
+        started=started,
+        preempted=preempted,
+        held_back_by=held_back_by,
+        running=list(now_running.values()),
+        pending=sorted(now_pending.values(), key=lambda j: order_key(j, policy)),
+        available=available(),
+    )
+
+
+def list_fetch(pending: list[Job], cluster: Cluster, policy: Policy):  # type: ignore[no-untyped-def]
+    """A `Fetch` over a plain list, like the database: it never sees the pass's own changes."""
+
+    def fetch(bounds, starving_before, after, limit):  # type: ignore[no-untyped-def]
+        ordered = sorted(pending, key=lambda job: order_key(job, policy))
+        chosen = [
+            job
+            for job in ordered
+            if (after is None or order_key(job, policy) > order_key(after, policy))
+            and needs_loading(
+                job, bounds, cluster, starving_before + policy.starvation_seconds, policy
+            )
+        ]
+        return chosen if limit is None else chosen[:limit]
+
+    return fetch
+
+
+@FAST
+@given(scenarios(), st.integers(1, 4))
+def test_the_incremental_pass_decides_exactly_as_a_pass_over_the_whole_queue(
+    scenario: Scenario, batch_size: int
+) -> None:
+    cluster, running, pending, policy = scenario
+    whole = run_pass(cluster, running, pending, NOW, policy)
+
+    incremental = run_pass_incrementally(
+        cluster, running, NOW, list_fetch(pending, cluster, policy), policy, batch_size
+    )
+
+    assert sorted(incremental.started) == sorted(whole.started)
+    assert incremental.preempted == whole.preempted
+    assert incremental.completed == whole.completed
+    assert incremental.held_back_by == whole.held_back_by
+    assert sorted(incremental.running, key=lambda job: job.id) == sorted(
+        whole.running, key=lambda job: job.id
+    )
