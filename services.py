@@ -1042,30 +1042,39 @@ def _schedule_new(
     plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), policy)
     _apply(session, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
-    if plan.preempted or plan.completed:
+    if plan.preempting or plan.completed:
         schedule_locked_cluster(session, cluster, now)
 
 
 def _resolve_ready(session: Session, cluster_id: int, now: datetime) -> None:
     """Step 2 of a pass: settle this cluster's waiting deployments whose dependencies all
-    finished (normally done when the dependency finished; this catches any missed)."""
-    dependency = aliased(Deployment)
-    has_unfinished = (
-        select(DeploymentDependency.depends_on_id)
-        .join(dependency, dependency.id == DeploymentDependency.depends_on_id)
-        .where(
-            DeploymentDependency.deployment_id == Deployment.id,
-            dependency.status.in_([PENDING, RUNNING]),
+    completed or one of which died (normally done when the dependency finished; this
+    catches a dependency that ended while its dependent's create was not yet committed)."""
+
+    def dependency_in(statuses: tuple[str, ...]) -> Any:
+        dependency = aliased(Deployment)
+        return (
+            select(DeploymentDependency.depends_on_id)
+            .join(dependency, dependency.id == DeploymentDependency.depends_on_id)
+            .where(
+                DeploymentDependency.deployment_id == Deployment.id,
+                dependency.status.in_(statuses),
+            )
+            .exists()
         )
-        .exists()
-    )
+
     ready = list(
         session.scalars(
             select(Deployment.id).where(
                 Deployment.cluster_id == cluster_id,
                 Deployment.status == PENDING,
                 Deployment.eligible.is_(False),
-                ~has_unfinished,
+                or_(
+                    ~dependency_in((PENDING, RUNNING)),
+                    dependency_in(
+                        (DeploymentStatus.failed.value, DeploymentStatus.cancelled.value)
+                    ),
+                ),
             )
         )
     )

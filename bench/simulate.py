@@ -95,6 +95,8 @@ POLICIES: dict[str, Policy] = {
     "fifo": Policy(priority_order=False, preemption=False, backfill=False),
     "priority-no-preemption": Policy(preemption=False),
     "priority-no-backfill": Policy(backfill=False),
+    # The product's knob against wasted work: running jobs younger than an hour are safe.
+    "hypervisor-grace-1h": Policy(preemption_grace_seconds=3600),
 }
 DEFAULT_POLICY_NAME = "hypervisor-default"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_settings
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 from workloads import make_team
@@ -149,3 +150,32 @@ def test_elapsed_deployments_found_by_a_request_are_finished_on_the_way(
 
         assert newcomer["status"] == "running"
         assert team.status(timed) == "completed"
+
+
+def test_the_loop_settles_a_dependent_whose_dependency_ended_unnoticed(
+    client: TestClient, app: FastAPI, engine: Engine
+) -> None:
+    team = make_team(client, gpu=2)
+    first = team.deploy(gpu=1)
+    second = team.deploy(gpu=1)
+    # Still waiting on `second` too: a dead dependency must fail it all the same.
+    waits_on_first = team.deploy(gpu=1, depends_on=[first["id"], second["id"]])
+    waits_on_second = team.deploy(gpu=1, depends_on=[second["id"]])
+    # As when a dependency ends while its dependent's create is still uncommitted.
+    with engine.begin() as connection:
+        connection.execute(
+            update(Deployment).where(Deployment.id == first["id"]).values(status="cancelled")
+        )
+
+    services.run_periodic_passes(app.state.session_factory)
+    assert team.status(waits_on_first) == "failed"
+    with engine.begin() as connection:
+        connection.execute(
+            update(Deployment).where(Deployment.id == second["id"]).values(status="completed")
+        )
+
+    services.run_periodic_passes(app.state.session_factory)
+
+    failed = team.get(waits_on_first)
+    assert failed["status"] == "failed" and str(first["id"]) in failed["reason"]
+    assert team.status(waits_on_second) == "running"
