@@ -307,6 +307,20 @@ def _flush_or_conflict(session: Session, message: str) -> None:
         raise Conflict(message) from error
 
 
+def _amount(body: schemas.Reservation) -> scheduler.Resources:
+    return scheduler.Resources(body.cpu, body.ram, body.gpu)
+
+
+def _exceeding(wanted: scheduler.Resources, limit: scheduler.Resources, template: str) -> str:
+    """`template` filled in for every resource where `wanted` exceeds `limit`, joined by
+    "; " (empty when nothing exceeds): the detail of a refusal, naming each shortfall."""
+    return "; ".join(
+        template.format(name=name, wanted=getattr(wanted, name), limit=getattr(limit, name))
+        for name in scheduler.RESOURCE_NAMES
+        if getattr(wanted, name) > getattr(limit, name)
+    )
+
+
 # --- clusters --------------------------------------------------------------------------------
 
 
@@ -367,17 +381,10 @@ def reserve_capacity(
     """Hold capacity outside any deployment; refused beyond what is available."""
     cluster = _locked_cluster(session, user, body.organization_name, body.cluster_name, Role.admin)
     view = cluster_view(session, cluster)
-    short = [
-        f"{amount} {name} requested, {available} available"
-        for name, amount, available in (
-            ("cpu", body.cpu, view.available_cpu),
-            ("ram", body.ram, view.available_ram),
-            ("gpu", body.gpu, view.available_gpu),
-        )
-        if amount > available
-    ]
+    available = scheduler.Resources(view.available_cpu, view.available_ram, view.available_gpu)
+    short = _exceeding(_amount(body), available, "{wanted} {name} requested, {limit} available")
     if short:
-        raise Conflict("cannot reserve more than is available: " + "; ".join(short))
+        raise Conflict(f"cannot reserve more than is available: {short}")
     cluster.reserved_cpu += body.cpu
     cluster.reserved_ram += body.ram
     cluster.reserved_gpu += body.gpu
@@ -390,17 +397,10 @@ def release_capacity(
 ) -> schemas.ClusterRead:
     """Free reserved capacity and let waiting deployments use it."""
     cluster = _locked_cluster(session, user, body.organization_name, body.cluster_name, Role.admin)
-    over = [
-        f"{amount} {name} to release, {reserved} reserved"
-        for name, amount, reserved in (
-            ("cpu", body.cpu, cluster.reserved_cpu),
-            ("ram", body.ram, cluster.reserved_ram),
-            ("gpu", body.gpu, cluster.reserved_gpu),
-        )
-        if amount > reserved
-    ]
+    reserved = _shape(cluster).reserved
+    over = _exceeding(_amount(body), reserved, "{wanted} {name} to release, {limit} reserved")
     if over:
-        raise Conflict("cannot release more than is reserved: " + "; ".join(over))
+        raise Conflict(f"cannot release more than is reserved: {over}")
     cluster.reserved_cpu -= body.cpu
     cluster.reserved_ram -= body.ram
     cluster.reserved_gpu -= body.gpu
@@ -415,17 +415,11 @@ def resize_cluster(
     """Change a cluster's totals; never below what is allocated now."""
     cluster = _locked_cluster(session, user, body.organization_name, body.cluster_name, Role.admin)
     view = cluster_view(session, cluster)
-    below = [
-        f"{name} {new_total} < {allocated} allocated"
-        for name, new_total, allocated in (
-            ("cpu", body.total_cpu, view.allocated_cpu),
-            ("ram", body.total_ram, view.allocated_ram),
-            ("gpu", body.total_gpu, view.allocated_gpu),
-        )
-        if new_total < allocated
-    ]
+    allocated = scheduler.Resources(view.allocated_cpu, view.allocated_ram, view.allocated_gpu)
+    new_total = scheduler.Resources(body.total_cpu, body.total_ram, body.total_gpu)
+    below = _exceeding(allocated, new_total, "{name} {limit} < {wanted} allocated")
     if below:
-        raise Conflict("the new total is below what is allocated: " + "; ".join(below))
+        raise Conflict(f"the new total is below what is allocated: {below}")
     cluster.total_cpu = body.total_cpu
     cluster.total_ram = body.total_ram
     cluster.total_gpu = body.total_gpu
@@ -572,7 +566,10 @@ def create_deployment(
     """Queue a deployment and schedule it at once: it is running or pending in the answer."""
     organization, _ = _membership_at_least(session, user, body.organization_name, Role.developer)
     cluster = lock_cluster(session, _cluster_in(session, organization, body.cluster_name).id)
-    too_big = _exceeds_total(cluster, body.required_cpu, body.required_ram, body.required_gpu)
+    request = scheduler.Resources(body.required_cpu, body.required_ram, body.required_gpu)
+    too_big = _exceeding(
+        request, cluster_total(cluster), "{wanted} {name} requested, {limit} in total"
+    )
     if too_big:
         raise Invalid(
             f"the request exceeds the cluster's total capacity and could never run: {too_big}"
@@ -723,19 +720,6 @@ def _visible_deployment(
     if ROLE_RANK[Role(role)] < ROLE_RANK[minimum]:
         raise Forbidden(f"this needs the {minimum.value} role; you are {role}")
     return deployment
-
-
-def _exceeds_total(cluster: Cluster, cpu: int, ram: int, gpu: int) -> str:
-    over = [
-        f"{amount} {name} requested, {total} in total"
-        for name, amount, total in (
-            ("cpu", cpu, cluster.total_cpu),
-            ("ram", ram, cluster.total_ram),
-            ("gpu", gpu, cluster.total_gpu),
-        )
-        if amount > total
-    ]
-    return "; ".join(over)
 
 
 def _check_dependencies(session: Session, organization_id: int, ids: list[int]) -> bool:
