@@ -22,7 +22,11 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 def make_engine(url: str, **options: Any) -> Engine:
     """An engine for the URL; SQLite gets foreign keys, WAL and write-first transactions."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, **options)
+        # Up to 40 requests run at once (FastAPI's thread pool), plus the scheduler loop:
+        # each holds one connection for its transaction, so the pool never makes them queue.
+        # Two replicas stay under PostgreSQL's default of 100 connections.
+        pool = {"pool_size": 10, "max_overflow": 35, "pool_pre_ping": True}
+        return create_engine(url, **{**pool, **options})
     engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
 
     @event.listens_for(engine, "connect")

@@ -16,6 +16,8 @@ from scheduler import (
     order_key,
     resolve_dependencies,
     run_pass,
+    run_pass_incrementally,
+    startable_bounds,
 )
 
 NOW = 100_000.0
@@ -654,3 +656,71 @@ def test_explain_prefixes_the_preemption() -> None:
     text = explain_wait(job(1, gpu=1), cluster(gpu=4), [], preempted_by=31)
 
     assert text == "preempted by deployment 31; next in line; starts at the next scheduling pass"
+
+
+# --- Incremental passes ------------------------------------------------------------------
+
+
+def test_startable_bounds_give_each_priority_band_what_it_could_get_now() -> None:
+    shape = cluster(gpu=8)
+    work = [running(1, 2, gpu=2), running(2, 5, gpu=3), running(3, 7, gpu=0, cpu=0)]
+
+    bands = startable_bounds(shape, work, NOW)
+
+    assert bands == [
+        (0, 2, Resources(gpu=3)),  # nothing strictly below: only what is free
+        (3, 5, Resources(gpu=5)),  # may preempt the priority-2 job
+        (6, 7, Resources(gpu=8)),  # may preempt both
+        (8, 1000, Resources(gpu=8)),
+    ]
+
+
+def test_startable_bounds_leave_out_work_inside_the_grace_period() -> None:
+    shape = cluster(gpu=4)
+    work = [running(1, 1, gpu=2, started=NOW - 10), running(2, 1, gpu=1, started=NOW - 100)]
+
+    bands = startable_bounds(shape, work, NOW, Policy(preemption_grace_seconds=60))
+
+    assert bands == [(0, 1, Resources(gpu=1)), (2, 1000, Resources(gpu=2))]
+
+
+def test_a_pass_with_stop_after_leaves_later_jobs_for_the_next_call() -> None:
+    first, second = job(1, 5, gpu=1), job(2, 1, gpu=1)
+
+    plan = run_pass(cluster(gpu=4), [], [first, second], NOW, stop_after=order_key(first))
+
+    assert plan.started == [1]
+    assert ids(plan.pending) == [2]
+
+
+def test_a_preempting_start_is_reported_even_when_its_victim_gets_room_again() -> None:
+    plan = run_pass(cluster(gpu=2), [running(1, 0, gpu=2)], [job(2, 9, gpu=1)], NOW)
+
+    assert plan.preempting == [2]
+    assert plan.started == [2] and plan.preempted == {1: 2}
+
+
+def test_the_incremental_pass_cuts_after_a_preemption_so_leftover_room_goes_in_order() -> None:
+    # Preempting the priority-5 job for `urgent` frees cpu that `small` (priority 3, loaded
+    # only after the cut because it could not start before) uses ahead of `later`.
+    victim = running(1, 5, cpu=20, gpu=1)
+    urgent = job(2, 9, cpu=1, gpu=1, submitted=1, waiting_since=NOW)
+    small = job(3, 3, cpu=10, submitted=2, waiting_since=NOW)
+    later = job(4, 2, cpu=10, submitted=3, waiting_since=NOW)
+    queue = [urgent, small, later]
+    shape = cluster(cpu=20, gpu=1)
+
+    def fetch(bounds, starving_before, after, limit):  # type: ignore[no-untyped-def]
+        after_key = order_key(after) if after else None
+        fits = [
+            j
+            for j in sorted(queue, key=order_key)
+            if (after_key is None or order_key(j) > after_key)
+            and needs_loading(j, bounds, shape, NOW)
+        ]
+        return fits[:limit]
+
+    plan = run_pass_incrementally(shape, [victim], NOW, fetch, batch_size=64)
+
+    assert plan.started == run_pass(shape, [victim], queue, NOW).started == [2, 3]
+    assert plan.preempted == {1: 2}
