@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,44 @@ def make_engine(url: str, **options: Any) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
+    # SQLite allows one writer at a time and makes the others poll with growing sleeps
+    # (busy_timeout). Queueing this process's transactions on a lock first hands the file
+    # over at once instead; SQLite's own lock still arbitrates between processes.
+    turn = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            connection.info["holds_turn"] = True
         # SQLite locks the whole file: take the write lock before the first read, so two
         # transactions can never both read the same free capacity (and a late lock upgrade
         # never fails with "database is locked"; writers queue on busy_timeout instead).
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except Exception:
+            _release_turn(connection)
+            raise
+
+    def _release_turn(connection: Any) -> None:
+        if connection.info.pop("holds_turn", False):
+            turn.release()
+
+    # These events fire just before SQLAlchemy asks the driver to commit or roll back; do it
+    # here so the next transaction's turn starts only once the file is free (the driver's
+    # own call then finds no transaction open and does nothing).
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection: Any) -> None:
+        try:
+            connection.connection.dbapi_connection.commit()
+        finally:
+            _release_turn(connection)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection: Any) -> None:
+        try:
+            connection.connection.dbapi_connection.rollback()
+        finally:
+            _release_turn(connection)
 
     return engine
 

@@ -243,3 +243,12 @@ Index(
     Deployment.created_at,
     Deployment.id,
 )
+
+# The starvation guard looks for the longest-waiting deployments of a cluster.
+Index(
+    "ix_deployments_waiting",
+    Deployment.cluster_id,
+    Deployment.status,
+    Deployment.eligible,
+    Deployment.waiting_since,
+)

@@ -601,11 +601,11 @@ def create_deployment(
         for dependency_id in dependency_ids
     )
     _record(session, [deployment.id], "created", f"submitted by {user.username}", now)
-    if all_completed:
-        _schedule_new(session, cluster, deployment, now)
+    running = _schedule_new(session, cluster, deployment, now) if all_completed else None
     session.flush()
     session.refresh(deployment)  # the pass wrote its state with bulk updates
-    return deployment_views(session, [deployment], now)[0]
+    known = {cluster.id: running} if running is not None else None
+    return deployment_views(session, [deployment], now, known)[0]
 
 
 def list_deployments(
@@ -1008,11 +1008,12 @@ def run_periodic_passes(session_factory: sessionmaker[Session]) -> int:
 
 def _schedule_new(
     session: Session, cluster: Cluster, deployment: Deployment, now: datetime
-) -> None:
+) -> list[scheduler.Job] | None:
     """Schedule one new eligible deployment: the queue was stable, so only it can start.
 
     Falls back to a full pass when its start changed more than itself (a preemption frees
-    capacity others may use; an elapsed deployment was finished on the way).
+    capacity others may use; an elapsed deployment was finished on the way). Returns the
+    cluster's running jobs afterwards when it knows them without asking again.
     """
     started = time.perf_counter()
     session.flush()
@@ -1024,10 +1025,12 @@ def _schedule_new(
         candidates.append(guard)
     running = _running_jobs(session, cluster.id)
     plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), policy)
-    _apply(session, plan, now)
+    running_after = _apply(session, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
     if plan.preempting or plan.completed:
         schedule_locked_cluster(session, cluster, now)
+        return None
+    return running_after
 
 
 def _resolve_ready(session: Session, cluster_id: int, now: datetime) -> None:
@@ -1114,12 +1117,18 @@ class _WaitExplainer:
     deriving reasons on read keeps passes from rewriting every queued row.
     """
 
-    def __init__(self, session: Session, cluster: Cluster, now: datetime) -> None:
+    def __init__(
+        self,
+        session: Session,
+        cluster: Cluster,
+        now: datetime,
+        running: list[scheduler.Job] | None = None,
+    ) -> None:
         self.session = session
         self.now = now
         self.shape = _shape(cluster)
         self.policy = scheduling_policy(session)
-        self.running = _running_jobs(session, cluster.id)
+        self.running = running if running is not None else _running_jobs(session, cluster.id)
         self.guard = _starvation_guard(session, cluster, now, self.policy)
         self.unfinished: dict[int, list[int]] | None = None
 
@@ -1165,9 +1174,14 @@ class _WaitExplainer:
 
 
 def deployment_views(
-    session: Session, deployments: list[Deployment], now: datetime
+    session: Session,
+    deployments: list[Deployment],
+    now: datetime,
+    running: dict[int, list[scheduler.Job]] | None = None,
 ) -> list[schemas.DeploymentRead]:
-    """The deployment objects of SPEC §4, with a handful of queries whatever their number."""
+    """The deployment objects of SPEC §4, with a handful of queries whatever their number.
+
+    `running` may hand over clusters' running jobs that the caller already holds."""
     if not deployments:
         return []
     ids = [d.id for d in deployments]
@@ -1199,7 +1213,9 @@ def deployment_views(
         reason = d.reason
         if d.status == PENDING:
             if d.cluster_id not in explainers:
-                explainers[d.cluster_id] = _WaitExplainer(session, cluster, now)
+                explainers[d.cluster_id] = _WaitExplainer(
+                    session, cluster, now, (running or {}).get(d.cluster_id)
+                )
             reason = explainers[d.cluster_id].reason(d)
         views.append(
             schemas.DeploymentRead(
