@@ -18,6 +18,7 @@ from utils import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "hypervisor_read_only"  # execution option: this transaction only reads
 
 
 def make_engine(url: str, **options: Any) -> Engine:
@@ -48,6 +49,10 @@ def make_engine(url: str, **options: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            # A reader sees a consistent snapshot (WAL) without waiting for writers.
+            connection.exec_driver_sql("BEGIN")
+            return
         if turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
             connection.info["holds_turn"] = True
         # SQLite locks the whole file: take the write lock before the first read, so two
@@ -90,9 +95,14 @@ def make_session_factory(engine: Engine, settings: Settings) -> sessionmaker[Ses
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back on error."""
+    """One transaction per request: committed when the route returns, rolled back on error.
+
+    GET requests change nothing, so on SQLite they read a snapshot instead of queueing for
+    the write lock."""
     factory: sessionmaker[Session] = request.app.state.session_factory
     with factory.begin() as session:
+        if request.method in ("GET", "HEAD"):
+            session.connection(execution_options={READ_ONLY: True})
         yield session
 
 
