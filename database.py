@@ -29,7 +29,8 @@ def make_engine(url: str, **options: Any) -> Engine:
         # Two replicas stay under PostgreSQL's default of 100 connections.
         pool = {"pool_size": 10, "max_overflow": 35, "pool_pre_ping": True}
         return create_engine(url, **{**pool, **options})
-    engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
+    pool = {} if ":memory:" in url else {"pool_size": 10, "max_overflow": 35}
+    engine = create_engine(url, connect_args={"check_same_thread": False}, **{**pool, **options})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

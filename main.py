@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 import services
 from database import make_engine, make_session_factory, migrate
 from middleware import (
+    ConcurrencyLimitMiddleware,
     RateLimitMiddleware,
     RequestMetricsMiddleware,
     RetryAbortedTransactionsMiddleware,
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(RetryAbortedTransactionsMiddleware)
     app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(ConcurrencyLimitMiddleware)  # outermost: bounds all of the above
 
     @app.exception_handler(services.DomainError)
     async def domain_error(_request: Request, error: services.DomainError) -> JSONResponse:

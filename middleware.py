@@ -1,5 +1,5 @@
-"""HTTP middleware: per-caller rate limiting, request metrics, retries of transactions the
-database aborted.
+"""HTTP middleware: a bound on requests in progress, per-caller rate limiting, request
+metrics, retries of transactions the database aborted.
 
 A module of its own because it is a cross-cutting concern of the web layer that belongs to
 no single router, and it would bury the app's assembly in `main.py`.
@@ -161,3 +161,28 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+# A request runs its dependencies and its route in separate worker-thread calls (AnyIO's
+# pool of 40 threads), holding its database connection, and on SQLite the write turn, in
+# between. With more requests in progress than threads, every thread can end up waiting
+# for a connection or the turn that a request without a thread holds. Below this bound
+# there is always a free thread; the rest wait here, in the event loop, in arrival order.
+MAX_REQUESTS_IN_PROGRESS = 32
+
+
+class ConcurrencyLimitMiddleware:
+    """Lets at most `MAX_REQUESTS_IN_PROGRESS` requests run at once; others queue."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.slots is None:  # created inside the running event loop
+            self.slots = asyncio.Semaphore(MAX_REQUESTS_IN_PROGRESS)
+        async with self.slots:
+            await self.app(scope, receive, send)

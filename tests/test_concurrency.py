@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -85,3 +86,26 @@ def test_concurrent_creates_cancels_and_reports_keep_every_invariant(
             and entry["required_ram"] <= state["available_ram"]
         )
         assert not (entry["eligible"] and fits), entry
+
+
+def test_more_simultaneous_requests_than_worker_threads_do_not_stall(
+    client: TestClient, engine: Engine
+) -> None:
+    team = make_team(client, gpu=3)
+
+    def create(index: int) -> tuple[int, float]:
+        started = time.monotonic()
+        if index % 2:
+            status = client.get("/user/me", headers=team.headers).status_code
+        else:
+            body = team.body(gpu=1)
+            status = client.post("/deployment/create", json=body, headers=team.headers).status_code
+        return status, time.monotonic() - started
+
+    with ThreadPoolExecutor(96) as pool:
+        results = list(pool.map(create, range(192)))
+
+    assert {status for status, _ in results} <= {200, 201}
+    assert max(seconds for _, seconds in results) < 20  # a stall would hit a 30 s timeout
+    used, total = _allocated_gpu(engine, team.cluster)
+    assert used == total == 3

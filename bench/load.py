@@ -1,0 +1,1485 @@
+#!/usr/bin/env python3
+"""Load-and-fault harness: real `python main.py` replicas on one database, many clients.
+
+It starts K replicas (one database, one shared JWT key), sets up organizations, users and
+small clusters through the API, drives a realistic mix of deployment traffic from C client
+threads, optionally SIGKILLs one replica mid-run and restarts it on the same port, then
+stops the replicas, runs one more scheduling pass itself and checks the invariants of
+SPEC §5 directly in the database (SQLAlchemy, not the API), together with everything the
+clients were told by 2xx answers. It writes a JSON report and exits 1 on any 5xx or
+violation.
+
+    .venv/bin/python bench/load.py                       # 2 replicas on a fresh SQLite file
+    .venv/bin/python bench/load.py --replicas 1 --out bench/results/load_sqlite.json
+    psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE hv_load_x"
+    .venv/bin/python bench/load.py --database-url \\
+        postgresql+psycopg://postgres@127.0.0.1:5432/hv_load_x --kill-after 2000
+
+Network traffic goes to 127.0.0.1 only. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx2 as httpx
+
+APP_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = APP_DIR / "bench" / "results" / "load.json"
+HOST = "127.0.0.1"
+PASSWORD = "load-harness-password-1"
+FINISHED = ("completed", "failed", "cancelled")
+STATES = ("pending", "running", *FINISHED)
+RESOURCES = ("cpu", "ram", "gpu")
+LOCKED_MARKER = "database is locked"
+MAX_LISTED_VIOLATIONS = 200
+
+# The traffic mix: operation -> weight.
+MIX: dict[str, int] = {
+    "create": 34,
+    "get": 15,
+    "report": 14,
+    "cancel": 10,
+    "list": 9,
+    "queue": 9,
+    "me": 3,
+    "allocate": 3,
+    "release": 3,
+}
+# Status codes each operation may legitimately answer under this workload.
+EXPECTED: dict[str, set[int]] = {
+    "create": {201, 422},
+    "get": {200, 404},
+    "report": {200, 409},
+    "cancel": {200, 409},
+    "list": {200},
+    "queue": {200},
+    "me": {200},
+    "allocate": {200, 409},
+    "release": {200, 409},
+}
+
+logger = logging.getLogger("bench.load")
+
+
+# --- replicas --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Replica:
+    """One `python main.py` process; restartable on the same port."""
+
+    index: int
+    port: int
+    workdir: Path
+    env: dict[str, str]
+    python: str
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    log: TextIO | None = None
+    usage: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def start(self) -> None:
+        """Spawn the process (it migrates the database, then serves)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.log is None:
+            self.log = self.log_path.open("a")
+        self.log.write(f"--- start {self.starts + 1} at {datetime.now(UTC).isoformat()}\n")
+        self.log.flush()
+        self.process = subprocess.Popen(
+            [self.python, str(APP_DIR / "main.py")],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.starts += 1
+
+    def wait_ready(self, timeout: float) -> float:
+        """Poll /readyz until it answers 200; returns the seconds it took."""
+        started = time.monotonic()
+        deadline = started + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"replica {self.index} exited during startup:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(f"{self.base_url}/readyz").status_code == 200:
+                        return time.monotonic() - started
+                time.sleep(0.1)
+        raise RuntimeError(f"replica {self.index} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def sample_usage(self) -> None:
+        """Remember the process's CPU time and memory (psutil), before it goes away."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            import psutil
+
+            proc = psutil.Process(self.process.pid)
+            cpu = proc.cpu_times()
+            self.usage.append(
+                {
+                    "cpu_seconds": round(cpu.user + cpu.system, 2),
+                    "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+                }
+            )
+        except Exception:  # noqa: BLE001 - usage numbers are a nicety, never a failure
+            logger.debug("no usage for replica %s", self.index, exc_info=True)
+
+    def kill(self) -> None:
+        """SIGKILL the process (no shutdown at all) and reap it."""
+        assert self.process is not None
+        self.sample_usage()
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 15 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.sample_usage()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            logger.warning("replica %s ignored SIGTERM; killing pid %s", self.index, self.pid)
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log is not None:
+            self.log.flush()
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def log_problems(self) -> dict[str, Any]:
+        """Error lines the replica logged, and the exceptions its tracebacks end with."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        errors = [line for line in lines if "level=ERROR" in line or "level=CRITICAL" in line]
+        exceptions: Counter[str] = Counter()
+        for i, line in enumerate(lines):
+            if not line.startswith("Traceback"):
+                continue
+            # The exception is the first unindented line after the frames.
+            for following in lines[i + 1 : i + 400]:
+                if following and not following.startswith((" ", "\t", "Traceback")):
+                    exceptions[following[:200]] += 1
+                    break
+        return {
+            "tracebacks": sum(exceptions.values()),
+            "error_lines": len(errors),
+            "database_locked_lines": sum(1 for line in lines if LOCKED_MARKER in line),
+            "error_samples": [e[:300] for e in errors[:5]],
+            "exceptions": dict(exceptions.most_common(8)),
+        }
+
+
+def server_env(
+    args: argparse.Namespace, database_url: str, secret: str, port: int
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "HYPERVISOR_DATABASE_URL": database_url,
+            "HYPERVISOR_PORT": str(port),
+            "HYPERVISOR_HOST": HOST,
+            "HYPERVISOR_RATE_LIMIT": "0",
+            "HYPERVISOR_SECRET_KEY": secret,
+            "HYPERVISOR_LOG_LEVEL": "warning",
+            "HYPERVISOR_STARVATION_SECONDS": str(args.starvation_seconds),
+            "HYPERVISOR_PREEMPTION_GRACE_SECONDS": "0",
+            "HYPERVISOR_SCHEDULER_INTERVAL_SECONDS": str(args.scheduler_interval),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("HYPERVISOR_METRICS_TOKEN", None)
+    return env
+
+
+# --- the world the clients share -------------------------------------------------------------
+
+
+@dataclass
+class Org:
+    name: str
+    clusters: list[str]
+    admin: dict[str, str]
+    ids: list[int] = field(default_factory=list)
+    running: set[int] = field(default_factory=set)
+    reservations: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+
+
+@dataclass
+class Actor:
+    username: str
+    headers: dict[str, str]
+    orgs: list[Org]
+    admin_of: set[str]
+
+
+@dataclass
+class Observation:
+    """What clients were told about one deployment."""
+
+    latest_unfinished_send: float = -1.0
+    latest_unfinished_status: str = ""
+    first_finished_recv: float = float("inf")
+    finished_seen: set[str] = field(default_factory=set)
+
+
+class World:
+    """Everything the clients learned, guarded by one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.orgs: list[Org] = []
+        self.actors: list[Actor] = []
+        self.accepted: dict[int, tuple[str, str]] = {}  # id -> (org, cluster)
+        self.cancelled_ok: set[int] = set()
+        self.reported_ok: dict[int, str] = {}
+        self.observed: dict[int, Observation] = defaultdict(Observation)
+        self.unknown_creates = 0
+        self.client_violations: list[str] = []
+
+    def observe(self, org: Org | None, body: dict[str, Any], sent: float, received: float) -> None:
+        deployment_id, status = body.get("id"), body.get("status")
+        with self.lock:
+            if not isinstance(deployment_id, int) or status not in STATES:
+                self.client_violations.append(f"2xx body without a valid id/status: {body!r:.200}")
+                return
+            seen = self.observed[deployment_id]
+            if status in FINISHED:
+                seen.finished_seen.add(status)
+                seen.first_finished_recv = min(seen.first_finished_recv, received)
+            elif sent > seen.latest_unfinished_send:
+                seen.latest_unfinished_send = sent
+                seen.latest_unfinished_status = status
+            if org is not None:
+                if status == "running":
+                    org.running.add(deployment_id)
+                else:
+                    org.running.discard(deployment_id)
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+class Stats:
+    """Every response and failed attempt, aggregated under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.status: Counter[int] = Counter()
+        self.status_by_op: dict[str, Counter[int]] = defaultdict(Counter)
+        self.connection_errors: Counter[str] = Counter()
+        self.connection_errors_by_replica: Counter[int] = Counter()
+        self.unknown_outcomes: Counter[str] = Counter()
+        self.gave_up: Counter[str] = Counter()
+        self.timeouts: Counter[str] = Counter()
+        self.per_replica: Counter[int] = Counter()
+        self.per_replica_after_restart: Counter[int] = Counter()
+        self.server_errors: list[dict[str, Any]] = []
+        self.unexpected: Counter[tuple[str, int]] = Counter()
+        self.unexpected_sample: dict[tuple[str, int], str] = {}
+        self.locked = 0
+        self.completed = 0
+
+    def response(
+        self, op: str, replica: int, response: httpx.Response, seconds: float, restarted: bool
+    ) -> None:
+        code = response.status_code
+        body = response.text
+        with self.lock:
+            self.completed += 1
+            self.latencies[op].append(seconds)
+            self.status[code] += 1
+            self.status_by_op[op][code] += 1
+            self.per_replica[replica] += 1
+            if restarted:
+                self.per_replica_after_restart[replica] += 1
+            if LOCKED_MARKER in body:
+                self.locked += 1
+            if code >= 500 and len(self.server_errors) < 25:
+                self.server_errors.append(
+                    {"op": op, "replica": replica, "status": code, "body": body[:300]}
+                )
+            if code not in EXPECTED[op]:
+                self.unexpected[op, code] += 1
+                self.unexpected_sample.setdefault((op, code), body[:200])
+
+
+class Driver:
+    """C client threads sharing a ticket counter, plus the kill/restart monitor."""
+
+    def __init__(self, args: argparse.Namespace, replicas: list[Replica], world: World) -> None:
+        self.args = args
+        self.replicas = replicas
+        self.world = world
+        self.stats = Stats()
+        self.lock = threading.Lock()
+        self.issued = 0
+        self.deadline = 0.0
+        self.stop = threading.Event()
+        self.kill_report: dict[str, Any] | None = None
+        self.restarted: dict[int, float] = {}
+
+    # -- tickets --
+
+    def take_ticket(self) -> bool:
+        with self.lock:
+            if self.issued >= self.args.requests or time.monotonic() >= self.deadline:
+                return False
+            self.issued += 1
+            return True
+
+    # -- one request with fail-over --
+
+    def call(
+        self,
+        http: httpx.Client,
+        state: dict[str, Any],
+        op: str,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        **kwargs: Any,
+    ) -> tuple[httpx.Response | None, float, float]:
+        """Send to the next replica; fail over to the others while connections are refused.
+
+        Returns (response or None, send time, receive time). A request that may have reached
+        a replica that died with it in flight is never retried unless it is a read: its
+        outcome is unknown, and it counts as such."""
+        count = len(self.replicas)
+        attempts = 0
+        give_up_at = time.monotonic() + self.args.failover_seconds
+        while attempts < 50 * count and time.monotonic() < give_up_at:
+            if self.args.routing == "random":
+                index = state["rng"].randrange(count)
+            else:
+                index = state["next"] % count
+                state["next"] += 1
+            replica = self.replicas[index]
+            attempts += 1
+            sent = time.monotonic()
+            try:
+                response = http.request(method, replica.base_url + path, headers=headers, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                self._connection_error(op, index, error)
+                if attempts % count == 0:
+                    time.sleep(0.05)  # every replica refused: give a restart a moment
+                continue
+            except httpx.TransportError as error:  # no answer in time, or died in flight
+                timed_out = isinstance(error, httpx.TimeoutException)
+                if timed_out:  # the replica is alive but did not answer in --request-timeout
+                    with self.stats.lock:
+                        self.stats.timeouts[op] += 1
+                else:
+                    self._connection_error(op, index, error)
+                    if method == "GET":
+                        continue
+                with self.stats.lock:
+                    self.stats.unknown_outcomes[op] += 1
+                if op == "create":
+                    with self.world.lock:
+                        self.world.unknown_creates += 1
+                return None, sent, time.monotonic()
+            received = time.monotonic()
+            restarted = index in self.restarted and sent >= self.restarted[index]
+            self.stats.response(op, index, response, received - sent, restarted)
+            return response, sent, received
+        with self.stats.lock:
+            self.stats.gave_up[op] += 1
+        return None, 0.0, 0.0
+
+    def _connection_error(self, op: str, index: int, error: Exception) -> None:
+        with self.stats.lock:
+            self.stats.connection_errors[type(error).__name__] += 1
+            self.stats.connection_errors_by_replica[index] += 1
+
+    # -- the workload --
+
+    def client(self, number: int) -> None:
+        rng = random.Random(f"{self.args.seed}-{number}")
+        state: dict[str, Any] = {"next": number, "rng": rng}
+        ops, weights = zip(*MIX.items(), strict=True)
+        limits = httpx.Limits(max_connections=4 * len(self.replicas), max_keepalive_connections=8)
+        with httpx.Client(timeout=self.args.request_timeout, limits=limits) as http:
+            while not self.stop.is_set() and self.take_ticket():
+                actor = rng.choice(self.world.actors)
+                op = rng.choices(ops, weights)[0]
+                try:
+                    getattr(self, f"op_{op}")(http, state, rng, actor)
+                except Exception as error:  # noqa: BLE001 - a harness or body surprise
+                    logger.exception("client %s: %s failed", number, op)
+                    with self.world.lock:
+                        self.world.client_violations.append(f"client error in {op}: {error!r}")
+
+    def _org_and_cluster(self, rng: random.Random, actor: Actor) -> tuple[Org, str]:
+        org = rng.choice(actor.orgs)
+        return org, rng.choice(org.clusters)
+
+    def _cluster_query(self, actor: Actor, org: Org) -> dict[str, str]:
+        return {"organization_name": org.name} if len(actor.orgs) > 1 else {}
+
+    def _pick_id(self, rng: random.Random, org: Org, recent: int = 60) -> int | None:
+        with self.world.lock:
+            ids = org.ids[-recent:]
+            return rng.choice(ids) if ids else None
+
+    def op_create(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        org, cluster = self._org_and_cluster(rng, actor)
+        size = self.args.cluster_size
+        body: dict[str, Any] = {
+            "cluster_name": cluster,
+            "organization_name": org.name,
+            "docker_image": rng.choice(
+                ["nginx", "nginx:1.27", "ghcr.io/acme/model:1.0", "registry:5000/team/train:2"]
+            ),
+            "required_gpu": rng.choices([0, 1, 2, 4, size[2]], [30, 30, 20, 15, 5])[0],
+            "required_cpu": rng.randint(1, size[0] // 3),
+            "required_ram": rng.randint(1, size[1] // 3),
+            "priority": rng.randint(0, 9),
+        }
+        if rng.random() < 0.02:
+            body["required_gpu"] = size[2] + 1  # could never run: 422
+        if rng.random() < 0.5:
+            body["name"] = f"job-{rng.randint(1, 10**6)}"
+        if rng.random() < 0.4:
+            body["duration_seconds"] = rng.randint(1, 5)
+        if rng.random() < 0.25:
+            with self.world.lock:
+                recent = org.ids[-30:]
+                body["depends_on"] = rng.sample(recent, min(len(recent), rng.randint(1, 2)))
+        response, sent, received = self.call(
+            http, state, "create", "POST", "/deployment/create", actor.headers, json=body
+        )
+        if response is None or response.status_code != 201:
+            return
+        created = response.json()
+        if created.get("status") not in ("running", "pending"):
+            self._client_violation(f"create answered status {created.get('status')!r}")
+        with self.world.lock:
+            self.world.accepted[created["id"]] = (org.name, cluster)
+            org.ids.append(created["id"])
+        self.world.observe(org, created, sent, received)
+
+    def op_get(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        org = rng.choice(actor.orgs)
+        deployment_id = self._pick_id(rng, org, recent=500)
+        bogus = deployment_id is None or rng.random() < 0.02
+        if bogus:
+            deployment_id = 2**62 + rng.randint(1, 1000)
+        response, sent, received = self.call(
+            http, state, "get", "GET", f"/deployment/{deployment_id}", actor.headers
+        )
+        if response is None:
+            return
+        if response.status_code == 404 and not bogus:
+            self._client_violation(f"GET of accepted deployment {deployment_id} answered 404")
+        if response.status_code == 200:
+            self.world.observe(org, response.json(), sent, received)
+
+    def op_report(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        org = rng.choice(actor.orgs)
+        with self.world.lock:
+            running = sorted(org.running)
+        deployment_id = rng.choice(running) if running else self._pick_id(rng, org)
+        if deployment_id is None:
+            self.op_create(http, state, rng, actor)
+            return
+        status = "completed" if rng.random() < 0.75 else "failed"
+        response, sent, received = self.call(
+            http,
+            state,
+            "report",
+            "POST",
+            f"/deployment/{deployment_id}/status",
+            actor.headers,
+            json={"status": status},
+        )
+        if response is None or response.status_code != 200:
+            return
+        body = response.json()
+        if body.get("status") != status:
+            self._client_violation(f"report {status} of {deployment_id} answered {body!r:.200}")
+        with self.world.lock:
+            self.world.reported_ok[deployment_id] = status
+        self.world.observe(org, body, sent, received)
+
+    def op_cancel(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        org = rng.choice(actor.orgs)
+        deployment_id = self._pick_id(rng, org)
+        if deployment_id is None:
+            self.op_create(http, state, rng, actor)
+            return
+        response, sent, received = self.call(
+            http, state, "cancel", "DELETE", f"/deployment/delete/{deployment_id}", actor.headers
+        )
+        if response is None or response.status_code != 200:
+            return
+        body = response.json()
+        if body.get("status") != "cancelled":
+            self._client_violation(f"cancel of {deployment_id} answered {body!r:.200}")
+        with self.world.lock:
+            self.world.cancelled_ok.add(deployment_id)
+        self.world.observe(org, body, sent, received)
+
+    def op_list(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        org, cluster = self._org_and_cluster(rng, actor)
+        params = self._cluster_query(actor, org)
+        status = rng.choice([None, "running", "running", "pending", "completed"])
+        if status is not None:
+            params["status"] = status
+        response, sent, received = self.call(
+            http,
+            state,
+            "list",
+            "GET",
+            f"/deployment/list/{cluster}",
+            actor.headers,
+            params=params,
+        )
+        if response is None or response.status_code != 200:
+            return
+        for item in response.json()["deployments"]:
+            if status is not None and item.get("status") != status:
+                self._client_violation(f"list ?status={status} returned {item.get('status')}")
+            self.world.observe(org, item, sent, received)
+
+    def op_queue(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        org, cluster = self._org_and_cluster(rng, actor)
+        response, _, _ = self.call(
+            http,
+            state,
+            "queue",
+            "GET",
+            f"/deployment/queue/{cluster}",
+            actor.headers,
+            params=self._cluster_query(actor, org),
+        )
+        if response is None or response.status_code != 200:
+            return
+        positions = [entry["position"] for entry in response.json()["queue"]]
+        if positions != list(range(1, len(positions) + 1)):
+            self._client_violation(f"queue of {cluster} has positions {positions[:10]}...")
+
+    def op_me(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        self.call(http, state, "me", "GET", "/user/me", actor.headers)
+
+    def op_allocate(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        org, cluster = self._org_and_cluster(rng, actor)
+        amount = (rng.randint(1, 2), rng.randint(1, 4), rng.choice([0, 0, 1]))
+        body = {"cluster_name": cluster, "organization_name": org.name}
+        body.update(dict(zip(RESOURCES, amount, strict=True)))
+        response, _, _ = self.call(
+            http, state, "allocate", "POST", "/cluster/allocate", org.admin, json=body
+        )
+        if response is not None and response.status_code == 200:
+            with self.world.lock:
+                org.reservations.setdefault(cluster, []).append(amount)
+
+    def op_release(
+        self, http: httpx.Client, state: dict[str, Any], rng: random.Random, actor: Actor
+    ) -> None:
+        org, cluster = self._org_and_cluster(rng, actor)
+        with self.world.lock:
+            held = org.reservations.get(cluster, [])
+            amount = held.pop() if held else (1, 1, 0)
+        body = {"cluster_name": cluster, "organization_name": org.name}
+        body.update(dict(zip(RESOURCES, amount, strict=True)))
+        self.call(http, state, "release", "POST", "/cluster/release", org.admin, json=body)
+
+    def _client_violation(self, message: str) -> None:
+        with self.world.lock:
+            self.world.client_violations.append(message)
+
+    # -- kill and restart --
+
+    def monitor(self) -> None:
+        """SIGKILL one replica after --kill-after responses, restart it after --down-seconds."""
+        target = self.replicas[self.args.kill_replica % len(self.replicas)]
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            with self.stats.lock:
+                done = self.stats.completed
+            if done >= self.args.kill_after:
+                break
+            time.sleep(0.02)
+        else:
+            return
+        report: dict[str, Any] = {"replica": target.index, "port": target.port}
+        report["killed_after_responses"] = done
+        report["killed_pid"] = target.pid
+        target.kill()
+        killed_at = time.monotonic()
+        logger.info(
+            "SIGKILLed replica %s (pid %s) after %s responses",
+            target.index,
+            report["killed_pid"],
+            done,
+        )
+        self.kill_report = report
+        self.stop.wait(self.args.down_seconds)
+        try:
+            target.start()
+            report["restart_ready_seconds"] = round(target.wait_ready(60), 2)
+        except RuntimeError as error:
+            report["restart_error"] = str(error)[:2000]
+            logger.error("restart failed: %s", error)
+            return
+        self.restarted[target.index] = time.monotonic()
+        report["down_seconds"] = round(time.monotonic() - killed_at, 2)
+        report["restarted_pid"] = target.pid
+        with self.stats.lock:
+            report["restarted_after_responses"] = self.stats.completed
+        logger.info(
+            "replica %s back (pid %s) after %.1fs down",
+            target.index,
+            target.pid,
+            report["down_seconds"],
+        )
+
+    def progress(self) -> None:
+        started = time.monotonic()
+        while not self.stop.wait(5.0):
+            with self.stats.lock:
+                done = self.stats.completed
+                errors = sum(self.stats.connection_errors.values())
+            elapsed = time.monotonic() - started
+            logger.info(
+                "%s responses, %.0f/s, %s connection errors",
+                done,
+                done / max(elapsed, 1e-9),
+                errors,
+            )
+
+    def run(self) -> float:
+        """Drive until --requests or --seconds; returns the wall time spent."""
+        self.deadline = time.monotonic() + self.args.seconds
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=self.client, args=(n,), name=f"client-{n}", daemon=True)
+            for n in range(self.args.clients)
+        ]
+        helpers = [threading.Thread(target=self.progress, name="progress", daemon=True)]
+        if self.args.kill_after is not None:
+            helpers.append(threading.Thread(target=self.monitor, name="monitor", daemon=True))
+        for thread in threads + helpers:
+            thread.start()
+        join_until = self.deadline + self.args.request_timeout + self.args.failover_seconds + 30
+        for thread in threads:
+            thread.join(max(0.0, join_until - time.monotonic()))
+        elapsed = time.monotonic() - started
+        self.stop.set()
+        for thread in helpers:
+            thread.join(90)
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            self._client_violation(f"client threads still running at the end: {stuck}")
+        return elapsed
+
+
+# --- setup through the API -------------------------------------------------------------------
+
+
+def setup_world(base_urls: list[str], args: argparse.Namespace, run_id: str) -> World:
+    """Two organizations, admins and developers (one in both), small clusters."""
+    world = World()
+    with httpx.Client(timeout=60) as http:
+        counter = iter(range(10**6))
+
+        def url(path: str) -> str:
+            return base_urls[next(counter) % len(base_urls)] + path
+
+        def expect(response: httpx.Response, code: int) -> dict[str, Any]:
+            if response.status_code != code:
+                raise RuntimeError(
+                    f"setup: {response.request.method} {response.request.url} answered "
+                    f"{response.status_code}: {response.text[:300]}"
+                )
+            result: dict[str, Any] = response.json()
+            return result
+
+        def user(name: str) -> dict[str, str]:
+            username = f"{name}-{run_id}"
+            body = {"username": username, "password": PASSWORD}
+            expect(http.post(url("/user/register"), json=body), 201)
+            token = expect(http.post(url("/user/login"), data=body), 200)["access_token"]
+            return {"Authorization": f"Bearer {token}"}
+
+        org_count = 2 if args.clusters > 1 else 1
+        for o in range(org_count):
+            admin = user(f"admin{o}")
+            name = f"load-{run_id}-{o}"
+            expect(http.post(url("/organization/create"), json={"name": name}, headers=admin), 201)
+            world.orgs.append(Org(name=name, clusters=[], admin=admin))
+            world.actors.append(Actor(f"admin{o}", admin, [world.orgs[-1]], {name}))
+        cpu, ram, gpu = args.cluster_size
+        for c in range(args.clusters):
+            org = world.orgs[c % org_count]
+            # Both organizations get a `gpu-0`: names are unique only within one.
+            cluster = f"gpu-{c // org_count}"
+            body = {
+                "name": cluster,
+                "organization_name": org.name,
+                "total_cpu": cpu,
+                "total_ram": ram,
+                "total_gpu": gpu,
+            }
+            expect(http.post(url("/cluster/create"), json=body, headers=org.admin), 201)
+            org.clusters.append(cluster)
+        codes = {
+            org.name: expect(
+                http.get(url(f"/organization/get-invite-code/{org.name}"), headers=org.admin), 200
+            )["invite_code"]
+            for org in world.orgs
+        }
+        members: list[tuple[str, list[Org]]] = [
+            (f"dev{o}{d}", [org]) for o, org in enumerate(world.orgs) for d in range(2)
+        ]
+        if org_count > 1:
+            members.append(("devboth", list(world.orgs)))
+        for name, orgs in members:
+            headers = user(name)
+            for org in orgs:
+                expect(
+                    http.post(
+                        url("/user/join"), json={"invite_code": codes[org.name]}, headers=headers
+                    ),
+                    200,
+                )
+            world.actors.append(Actor(name, headers, orgs, set()))
+    return world
+
+
+# --- invariants in the database --------------------------------------------------------------
+
+
+class _ErrorCounter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f": {record.exc_info[1]!r}"
+        self.messages.append(text[:500])
+
+
+def _fits(request: dict[str, int], available: dict[str, int]) -> bool:
+    return all(request[r] <= available[r] for r in RESOURCES)
+
+
+def check_database(
+    database_url: str, world: World, args: argparse.Namespace
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Run one final pass with the app's own code, then check SPEC §5 and the clients' view.
+
+    Returns (violations, notes, facts)."""
+    sys.path.insert(0, str(APP_DIR))
+    from sqlalchemy import select
+
+    import database
+    import services
+    import utils
+    from models import Organization
+
+    settings = utils.Settings(
+        database_url=database_url,
+        starvation_seconds=args.starvation_seconds,
+        preemption_grace_seconds=0,
+        scheduler_interval_seconds=args.scheduler_interval,
+    )
+    engine = database.make_engine(database_url)
+    factory = database.make_session_factory(engine, settings)
+    errors = _ErrorCounter()
+    logging.getLogger("services").addHandler(errors)
+    violations: list[str] = []
+    notes: list[str] = []
+    facts: dict[str, Any] = {}
+    try:
+        org_names = [org.name for org in world.orgs]
+        with factory() as session:
+            org_ids = list(
+                session.scalars(select(Organization.id).where(Organization.name.in_(org_names)))
+            )
+        final_pass_started = utils.utcnow()
+        passes = services.run_periodic_passes(factory)
+        state = _load(factory, org_ids)
+        facts["final_pass"] = {"clusters_passed": passes, "clusters_in_database": state["all"]}
+        if passes != state["all"]:
+            violations.append(f"final pass covered {passes} of {state['all']} clusters")
+        _check_state(state, world, violations, notes, facts, args.scheduler_interval)
+        problems, lagging = _queue_check(state, final_pass_started)
+        violations.extend(problems.values())
+        if lagging:
+            # SPEC §5 lets a dependent in another cluster wait for its own cluster's next pass
+            # ("at the latest from the loop within one interval"): a second pass must start it.
+            notes.append(
+                f"{len(lagging)} deployments became eligible during the final pass when a "
+                "dependency in another cluster completed; a second pass was run for them"
+            )
+            services.run_periodic_passes(factory)
+            problems, _ = _queue_check(_load(factory, org_ids), utils.utcnow())
+            violations.extend(
+                f"{message} (still after a second pass)"
+                for deployment_id, message in problems.items()
+                if deployment_id in lagging
+            )
+        violations.extend(f"final pass logged an error: {m}" for m in errors.messages)
+    finally:
+        logging.getLogger("services").removeHandler(errors)
+        engine.dispose()
+    return violations, notes, facts
+
+
+def _load(factory: Any, org_ids: list[int]) -> dict[str, Any]:
+    """A snapshot of this run's clusters, deployments, dependencies and events."""
+    from sqlalchemy import func, select
+
+    from models import Cluster, Deployment, DeploymentDependency, DeploymentEvent
+
+    with factory() as session:
+        all_clusters = session.scalar(select(func.count()).select_from(Cluster))
+        clusters = {
+            c.id: c
+            for c in session.scalars(select(Cluster).where(Cluster.organization_id.in_(org_ids)))
+        }
+        ours = Deployment.cluster_id.in_(list(clusters))
+        rows = list(session.scalars(select(Deployment).where(ours)))
+        edges = session.execute(
+            select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+            .join(Deployment, Deployment.id == DeploymentDependency.deployment_id)
+            .where(ours)
+        ).all()
+        events = session.execute(
+            select(DeploymentEvent.deployment_id, DeploymentEvent.type, DeploymentEvent.at)
+            .join(Deployment, Deployment.id == DeploymentEvent.deployment_id)
+            .where(ours)
+            .order_by(DeploymentEvent.id)
+        ).all()
+        cluster_names = {cid: (c.organization.name, c.name) for cid, c in clusters.items()}
+        session.expunge_all()
+    deps: dict[int, list[int]] = defaultdict(list)
+    for child, parent in edges:
+        deps[child].append(parent)
+    evs: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
+    for deployment_id, kind, at in events:
+        evs[deployment_id].append((kind, at))
+    deployments = {d.id: d for d in rows}
+    running_of: dict[int, list[Any]] = defaultdict(list)
+    pending_of: dict[int, list[Any]] = defaultdict(list)
+    for d in rows:
+        if d.status == "running":
+            running_of[d.cluster_id].append(d)
+        elif d.status == "pending":
+            pending_of[d.cluster_id].append(d)
+    available = {
+        cid: {
+            r: getattr(c, f"total_{r}")
+            - getattr(c, f"reserved_{r}")
+            - sum(getattr(d, f"required_{r}") for d in running_of[cid])
+            for r in RESOURCES
+        }
+        for cid, c in clusters.items()
+    }
+    return {
+        "all": all_clusters,
+        "clusters": clusters,
+        "cluster_names": cluster_names,
+        "deployments": deployments,
+        "deps": deps,
+        "events": evs,
+        "running_of": running_of,
+        "pending_of": pending_of,
+        "available": available,
+    }
+
+
+def _req(d: Any) -> dict[str, int]:
+    return {"cpu": d.required_cpu, "ram": d.required_ram, "gpu": d.required_gpu}
+
+
+def _check_state(
+    state: dict[str, Any],
+    world: World,
+    violations: list[str],
+    notes: list[str],
+    facts: dict[str, Any],
+    interval: float,
+) -> None:
+    """Capacity, existence, states, timestamps, events, dependencies, and the clients' view."""
+    clusters, deployments = state["clusters"], state["deployments"]
+    deps, events = state["deps"], state["events"]
+    running_of, pending_of = state["running_of"], state["pending_of"]
+    v = violations.append
+    grace = 2 * interval + 1.0
+
+    # 1. capacity: reserved + running <= total, per cluster and resource.
+    for cid, c in clusters.items():
+        for r in RESOURCES:
+            total, reserved = getattr(c, f"total_{r}"), getattr(c, f"reserved_{r}")
+            if not 0 <= reserved <= total:
+                v(f"cluster {cid}: reserved_{r}={reserved} outside 0..{total}")
+            if state["available"][cid][r] < 0:
+                used = total - reserved - state["available"][cid][r]
+                v(
+                    f"cluster {cid}: {r} over-allocated: reserved {reserved} + running {used} "
+                    f"> total {total}"
+                )
+
+    # 2. accepted creates exist exactly once, in the cluster the client named.
+    names_to_cluster = {names: cid for cid, names in state["cluster_names"].items()}
+    for deployment_id, names in world.accepted.items():
+        d = deployments.get(deployment_id)
+        if d is None:
+            v(f"deployment {deployment_id} answered 201 but is not in the database")
+        elif d.cluster_id != names_to_cluster.get(names):
+            v(f"deployment {deployment_id} is in cluster {d.cluster_id}, created in {names}")
+    extra = sorted(set(deployments) - set(world.accepted))
+    if len(extra) > world.unknown_creates:
+        v(
+            f"{len(extra)} deployments in the database that no client saw accepted, but only "
+            f"{world.unknown_creates} creates had an unknown outcome: {extra[:20]}"
+        )
+    facts["unacknowledged_deployments"] = len(extra)
+
+    # 3. one valid state each; timestamps and events agree with it.
+    cleared = 0
+    for did, d in deployments.items():
+        kinds = [k for k, _ in events.get(did, [])]
+        times = [t for _, t in events.get(did, [])]
+        if d.status not in STATES:
+            v(f"deployment {did} has invalid status {d.status!r}")
+            continue
+        starts, preempts = kinds.count("started"), kinds.count("preempted")
+        terminal = [k for k in kinds if k in FINISHED]
+        last_cycle = next((k for k in reversed(kinds) if k in ("started", "preempted")), None)
+        if kinds.count("created") != 1 or (kinds and kinds[0] != "created"):
+            v(f"deployment {did} events do not begin with one 'created': {kinds[:6]}")
+        if starts > 1 + preempts:
+            v(f"deployment {did} started {starts} times with only {preempts} preemptions")
+        if d.preemption_count != preempts:
+            v(f"deployment {did} preemption_count {d.preemption_count} != {preempts} events")
+        if d.status in FINISHED:
+            if terminal != [d.status]:
+                v(f"deployment {did} is {d.status} with terminal events {terminal}")
+            if d.finished_at is None:
+                v(f"deployment {did} is {d.status} without finished_at")
+            if terminal and "started" in kinds[kinds.index(terminal[0]) :]:
+                v(f"deployment {did} started again after it {terminal[0]}")
+        else:
+            if terminal:
+                v(f"deployment {did} is {d.status} but has terminal events {terminal}")
+            if d.finished_at is not None:
+                v(f"deployment {did} is {d.status} with finished_at set")
+        if d.status in ("running", "completed") and last_cycle != "started":
+            v(f"deployment {did} is {d.status} but its last start/preempt event is {last_cycle}")
+        if d.status == "pending" and last_cycle == "started":
+            v(f"deployment {did} is pending but was started and never preempted")
+        if d.started_at is not None and starts == 0:
+            v(f"deployment {did} has started_at but never started")
+        if d.started_at is None and starts > 0:
+            if last_cycle == "preempted":
+                cleared += 1  # the app clears started_at on preemption
+            else:
+                v(f"deployment {did} ({d.status}) started but has no started_at")
+        if d.started_at is not None and d.started_at < d.created_at:
+            v(f"deployment {did} started_at before created_at")
+        if d.started_at and d.finished_at and d.finished_at < d.started_at:
+            v(f"deployment {did} finished_at before started_at")
+        if times != sorted(times):
+            v(f"deployment {did} events out of time order: {kinds}")
+
+        # 4. dependencies: only completed ones let a deployment start; dead ones fail it.
+        first_start = next((t for k, t in events.get(did, []) if k == "started"), None)
+        for parent_id in deps.get(did, []):
+            parent = deployments.get(parent_id)
+            if parent is None:
+                v(f"deployment {did} depends on {parent_id} outside its organization")
+                continue
+            if first_start is not None:
+                if parent.status != "completed":
+                    v(f"deployment {did} started while dependency {parent_id} is {parent.status}")
+                elif parent.finished_at is not None and parent.finished_at > first_start:
+                    v(f"deployment {did} started before dependency {parent_id} completed")
+            if parent.status in ("failed", "cancelled") and d.status != "failed":
+                if d.status == "cancelled" and d.finished_at and parent.finished_at:
+                    # A user may cancel it before a pass fails it: at most one interval later.
+                    late = (d.finished_at - parent.finished_at).total_seconds()
+                    if late > grace:
+                        v(
+                            f"deployment {did} stayed pending {late:.1f}s after its dependency "
+                            f"{parent_id} was {parent.status} (until a user cancelled it); "
+                            "passes should have failed it"
+                        )
+                else:
+                    v(
+                        f"deployment {did} is {d.status} though dependency {parent_id} "
+                        f"is {parent.status}"
+                    )
+    if cleared:
+        notes.append(
+            f"{cleared} deployments that ran and were then preempted have started_at cleared "
+            "(the app resets it on requeue; SPEC is silent)"
+        )
+
+    # 5. what clients were told by 2xx answers.
+    for did in world.cancelled_ok:
+        d = deployments.get(did)
+        if d is not None and d.status != "cancelled":
+            v(f"deployment {did}: cancel answered 200, database says {d.status}")
+    for did, status in world.reported_ok.items():
+        d = deployments.get(did)
+        if d is not None and d.status != status:
+            v(f"deployment {did}: report {status} answered 200, database says {d.status}")
+    for did, seen in world.observed.items():
+        d = deployments.get(did)
+        if d is None:
+            continue
+        finished = sorted(seen.finished_seen)
+        if len(finished) > 1 or (finished and d.status not in finished):
+            v(f"deployment {did}: clients saw {finished}, database says {d.status}")
+        if seen.latest_unfinished_send > seen.first_finished_recv:
+            v(
+                f"deployment {did}: a request sent after a client saw it {finished} "
+                f"answered {seen.latest_unfinished_status}"
+            )
+    violations.extend(world.client_violations)
+
+    facts["deployments"] = dict(sorted(Counter(d.status for d in deployments.values()).items()))
+    facts["deployments_total"] = len(deployments)
+    facts["preemptions"] = sum(d.preemption_count for d in deployments.values())
+    facts["events"] = sum(len(e) for e in events.values())
+    facts["clusters"] = {
+        f"{org}/{name}": {
+            "running": len(running_of[cid]),
+            "pending": len(pending_of[cid]),
+            "waiting_for_dependencies": sum(1 for d in pending_of[cid] if not d.eligible),
+            "available": state["available"][cid],
+        }
+        for cid, (org, name) in state["cluster_names"].items()
+    }
+
+
+def _queue_check(state: dict[str, Any], pass_started: datetime) -> tuple[dict[int, str], list[int]]:
+    """SPEC §5 after a pass: no eligible pending deployment fits in the available capacity or
+    could be made to fit by preempting strictly lower-priority running ones.
+
+    Returns the problems by deployment id, and the ids excused because a dependency in another
+    cluster completed during this pass (their own cluster's pass may have come first)."""
+    deployments, deps = state["deployments"], state["deps"]
+    problems: dict[int, str] = {}
+    lagging: list[int] = []
+    for cid, pending in state["pending_of"].items():
+        available = state["available"][cid]
+        for d in pending:
+            parents = [deployments.get(p) for p in deps.get(d.id, [])]
+            eligible = all(p is not None and p.status == "completed" for p in parents)
+            if d.eligible and not eligible:
+                problems[d.id] = (
+                    f"deployment {d.id} is marked eligible with unfinished dependencies"
+                )
+                continue
+            if not eligible:
+                continue
+            with_victims = dict(available)
+            for r in state["running_of"][cid]:
+                if r.priority < d.priority:
+                    for res in RESOURCES:
+                        with_victims[res] += getattr(r, f"required_{res}")
+            fits = _fits(_req(d), available)
+            if not fits and not _fits(_req(d), with_victims):
+                continue
+            if any(
+                p is not None
+                and p.cluster_id != d.cluster_id
+                and p.finished_at is not None
+                and p.finished_at >= pass_started
+                for p in parents
+            ):
+                lagging.append(d.id)
+                continue
+            how = "fits in" if fits else "could preempt lower-priority work in"
+            problems[d.id] = (
+                f"deployment {d.id} (priority {d.priority}, eligible flag {d.eligible}) is pending "
+                f"but {how} cluster {cid}: needs {_req(d)}, available {available}"
+            )
+    return problems, lagging
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(round(q / 100 * len(ordered) + 0.5))))
+    return ordered[rank - 1]
+
+
+def latency_summary(values: list[float]) -> dict[str, float | int]:
+    ms = [1000 * x for x in values]
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p90_ms": round(percentile(ms, 90), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "max_ms": round(max(ms, default=0.0), 1),
+    }
+
+
+def redact(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in credentials else ''}@{host}"
+
+
+def build_report(
+    args: argparse.Namespace,
+    driver: Driver,
+    world: World,
+    elapsed: float,
+    replicas: list[Replica],
+    violations: list[str],
+    notes: list[str],
+    facts: dict[str, Any],
+    database_url: str,
+) -> dict[str, Any]:
+    stats = driver.stats
+    all_latencies = [x for values in stats.latencies.values() for x in values]
+    five_xx = sum(n for code, n in stats.status.items() if code >= 500)
+    if five_xx:
+        violations.insert(0, f"{five_xx} responses were 5xx")
+    if stats.locked:
+        violations.insert(0, f"{stats.locked} responses mention '{LOCKED_MARKER}'")
+    violations.extend(
+        f"{op} answered {code} {n} times, e.g. {stats.unexpected_sample[op, code]}"
+        for (op, code), n in sorted(stats.unexpected.items())
+    )
+    if args.kill_after is not None:
+        kill = driver.kill_report
+        if kill is None:
+            violations.append(f"--kill-after {args.kill_after}: the kill never happened")
+        elif "restart_error" in kill:
+            violations.append(
+                "the killed replica did not come back: " + kill["restart_error"][:300]
+            )
+    timeouts = sum(stats.timeouts.values())
+    if timeouts:
+        violations.insert(0, f"{timeouts} requests got no answer in {args.request_timeout}s")
+    gave_up = sum(stats.gave_up.values())
+    if gave_up:
+        violations.append(f"{gave_up} requests found no live replica for {args.failover_seconds}s")
+    per_replica = {}
+    for replica in replicas:
+        problems = replica.log_problems()
+        per_replica[str(replica.index)] = {
+            "port": replica.port,
+            "starts": replica.starts,
+            "responses": stats.per_replica[replica.index],
+            "responses_after_restart": stats.per_replica_after_restart.get(replica.index),
+            "connection_errors": stats.connection_errors_by_replica[replica.index],
+            "usage": replica.usage,
+            "log": problems,
+        }
+        if problems["tracebacks"] or problems["error_lines"]:
+            violations.append(
+                f"replica {replica.index} logged {problems['error_lines']} errors, "
+                f"{problems['tracebacks']} tracebacks: {problems['exceptions']}"
+            )
+    total_violations = len(violations)
+    responses = sum(stats.status.values())
+    return {
+        "ok": total_violations == 0,
+        "requests": driver.issued,
+        "responses": responses,
+        "status_counts": {str(k): v for k, v in sorted(stats.status.items())},
+        "status_counts_by_op": {
+            op: {str(k): v for k, v in sorted(c.items())}
+            for op, c in sorted(stats.status_by_op.items())
+        },
+        "server_errors_5xx": five_xx,
+        "server_error_samples": stats.server_errors,
+        "database_locked_responses": stats.locked,
+        "connection_errors": {
+            "total": sum(stats.connection_errors.values()),
+            "by_type": dict(stats.connection_errors),
+        },
+        "timeouts": dict(stats.timeouts),
+        "unknown_outcomes": dict(stats.unknown_outcomes),
+        "gave_up": dict(stats.gave_up),
+        "latency": latency_summary(all_latencies),
+        "latency_by_op": {op: latency_summary(v) for op, v in sorted(stats.latencies.items())},
+        "duration_seconds": round(elapsed, 2),
+        "throughput_rps": round(responses / elapsed, 1) if elapsed else 0.0,
+        "accepted_creates": len(world.accepted),
+        "harness_cpu_seconds": round(sum(os.times()[:2]), 1),
+        "kill": driver.kill_report,
+        "per_replica": per_replica,
+        "database": facts,
+        "notes": notes,
+        "violation_count": total_violations,
+        "violations": violations[:MAX_LISTED_VIOLATIONS],
+        "config": {
+            "replicas": args.replicas,
+            "clients": args.clients,
+            "requests": args.requests,
+            "seconds": args.seconds,
+            "kill_after": args.kill_after,
+            "down_seconds": args.down_seconds,
+            "routing": args.routing,
+            "clusters": args.clusters,
+            "cluster_size": dict(zip(RESOURCES, args.cluster_size, strict=True)),
+            "scheduler_interval": args.scheduler_interval,
+            "starvation_seconds": args.starvation_seconds,
+            "seed": args.seed,
+            "database": redact(database_url),
+            "backend": "postgresql" if database_url.startswith("postgresql") else "sqlite",
+            "mix": MIX,
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    lat = report["latency"]
+    lines = [
+        f"backend={report['config']['backend']} replicas={report['config']['replicas']} "
+        f"clients={report['config']['clients']} kill_after={report['config']['kill_after']}",
+        f"requests={report['requests']} responses={report['responses']} "
+        f"in {report['duration_seconds']}s = {report['throughput_rps']} req/s",
+        f"status: {report['status_counts']}",
+        f"latency: p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms max={lat['max_ms']}ms",
+        f"connection errors: {report['connection_errors']} timeouts: {report['timeouts']} "
+        f"unknown outcomes: {report['unknown_outcomes']}",
+        f"'database is locked' in bodies: {report['database_locked_responses']}",
+        f"database: {report['database'].get('deployments')} preemptions="
+        f"{report['database'].get('preemptions')} accepted creates={report['accepted_creates']}",
+    ]
+    if report["kill"]:
+        lines.append(f"kill: {report['kill']}")
+    lines.extend(f"note: {n}" for n in report["notes"])
+    lines.append(f"violations: {report['violation_count']}")
+    lines.extend(f"  - {v}" for v in report["violations"][:30])
+    lines.append("RESULT: " + ("OK" if report["ok"] else "FAILED"))
+    return "\n".join(lines) + "\n"
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--replicas", type=int, default=2, help="server processes (default 2)")
+    parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
+    parser.add_argument("--requests", type=int, default=5000, help="total requests (5000)")
+    parser.add_argument("--seconds", type=float, default=600, help="time limit of the drive")
+    parser.add_argument("--database-url", help="an EMPTY database (default: fresh SQLite file)")
+    parser.add_argument("--kill-after", type=int, help="SIGKILL a replica after N responses")
+    parser.add_argument("--kill-replica", type=int, default=-1, help="which one (default last)")
+    parser.add_argument("--down-seconds", type=float, default=2.0, help="before the restart")
+    parser.add_argument("--routing", choices=["round-robin", "random"], default="round-robin")
+    parser.add_argument("--clusters", type=int, default=3)
+    parser.add_argument(
+        "--cluster-size", type=int, nargs=3, default=[32, 128, 8], metavar=("CPU", "RAM", "GPU")
+    )
+    parser.add_argument("--scheduler-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--starvation-seconds",
+        type=float,
+        default=10**7,
+        help="large, so the starvation guard never applies",
+    )
+    parser.add_argument("--request-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--failover-seconds",
+        type=float,
+        default=90.0,
+        help="how long one request keeps looking for a live replica",
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--python", default=sys.executable, help="interpreter for replicas")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--keep-temp", action="store_true", help="keep logs and SQLite file")
+    args = parser.parse_args(argv)
+    if args.replicas < 1 or args.clients < 1 or args.requests < 1 or args.clusters < 1:
+        parser.error("--replicas, --clients, --requests and --clusters must be >= 1")
+    if args.seconds <= 0 or args.seconds > 6 * 3600:
+        parser.error("--seconds must be in (0, 21600]")
+    return args
+
+
+@contextlib.contextmanager
+def running_replicas(
+    args: argparse.Namespace, database_url: str, tmp: Path
+) -> Iterator[list[Replica]]:
+    secret = secrets.token_urlsafe(48)
+    replicas = []
+    for index in range(args.replicas):
+        port = free_port()
+        replicas.append(
+            Replica(
+                index,
+                port,
+                tmp / f"replica{index}",
+                server_env(args, database_url, secret, port),
+                args.python,
+            )
+        )
+    try:
+        # PostgreSQL replicas may start together (migrations take an advisory lock);
+        # SQLite gets its schema from the first one before the others start.
+        first = replicas if database_url.startswith("postgresql") else replicas[:1]
+        for replica in first:
+            replica.start()
+        for replica in first:
+            logger.info(
+                "replica %s ready on port %s in %.1fs (pid %s)",
+                replica.index,
+                replica.port,
+                replica.wait_ready(90),
+                replica.pid,
+            )
+        for replica in replicas[len(first) :]:
+            replica.start()
+        for replica in replicas[len(first) :]:
+            logger.info(
+                "replica %s ready on port %s in %.1fs (pid %s)",
+                replica.index,
+                replica.port,
+                replica.wait_ready(90),
+                replica.pid,
+            )
+        yield replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
+            replica.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    tmp = Path(tempfile.mkdtemp(prefix="hv-load-"))
+    database_url = args.database_url or f"sqlite:///{tmp}/hypervisor.db"
+    run_id = secrets.token_hex(3)
+    ok = False
+    try:
+        with running_replicas(args, database_url, tmp) as replicas:
+            world = setup_world([r.base_url for r in replicas], args, run_id)
+            logger.info(
+                "set up %s organizations, %s users; driving %s requests with %s clients",
+                len(world.orgs),
+                len(world.actors),
+                args.requests,
+                args.clients,
+            )
+            driver = Driver(args, replicas, world)
+            elapsed = driver.run()
+            logger.info("drive done in %.1fs; waiting two scheduler intervals", elapsed)
+            time.sleep(2 * args.scheduler_interval + 0.5)
+            for replica in replicas:
+                replica.stop()
+        logger.info("replicas stopped; final pass and database checks")
+        violations, notes, facts = check_database(database_url, world, args)
+        report = build_report(
+            args, driver, world, elapsed, replicas, violations, notes, facts, database_url
+        )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        sys.stdout.write(summary_text(report))
+        sys.stdout.write(f"report: {args.out}\n")
+        ok = report["ok"]
+        return 0 if ok else 1
+    finally:
+        if args.keep_temp or not ok:
+            logger.info("logs kept in %s", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
