@@ -642,10 +642,15 @@ def cancel_deployment(session: Session, user: User, deployment_id: int) -> schem
     if deployment.status in FINISHED_VALUES:
         raise Conflict(f"deployment {deployment.id} is already {deployment.status}")
     now = utcnow()
+    # The queue was stable: cancelling a waiting deployment frees nothing, so it can only
+    # let others start if it was the starving one holding them back.
+    guard = _starvation_guard(session, cluster, now, scheduling_policy(session))
+    freed = deployment.status == RUNNING or (guard is not None and guard.id == deployment.id)
     _finish(
         session, [deployment.id], DeploymentStatus.cancelled, f"cancelled by {user.username}", now
     )
-    schedule_locked_cluster(session, cluster, now)
+    if freed:
+        schedule_locked_cluster(session, cluster, now)
     session.refresh(deployment)
     return deployment_views(session, [deployment], now)[0]
 

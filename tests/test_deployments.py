@@ -484,3 +484,19 @@ def test_the_readme_worked_example(team: Team) -> None:
     team.cancel(d)
     assert team.status(c) == "pending"
     assert team.status(e) == "running"
+
+
+def test_cancelling_the_starving_deployment_lets_held_back_work_start(
+    tmp_path: Path, engine: Engine
+) -> None:
+    app = create_app(make_settings(tmp_path, starvation_seconds=0), engine=engine)
+    with TestClient(app) as client:
+        team = make_team(client, gpu=4)
+        team.deploy(gpu=3, priority=5)
+        starving = team.deploy(gpu=2, priority=4)
+        small = team.deploy(gpu=1, priority=0)
+        assert small["status"] == "pending"
+
+        team.cancel(starving)
+
+        assert team.status(small) == "running"
