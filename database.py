@@ -10,7 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from fastapi import Request
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, make_url, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Cluster
@@ -29,7 +29,8 @@ def make_engine(url: str, **options: Any) -> Engine:
         # Two replicas stay under PostgreSQL's default of 100 connections.
         pool = {"pool_size": 10, "max_overflow": 35, "pool_pre_ping": True}
         return create_engine(url, **{**pool, **options})
-    pool = {} if ":memory:" in url else {"pool_size": 10, "max_overflow": 35}
+    in_memory = make_url(url).database in (None, "", ":memory:")
+    pool = {} if in_memory else {"pool_size": 10, "max_overflow": 35}
     engine = create_engine(url, connect_args={"check_same_thread": False}, **{**pool, **options})
 
     @event.listens_for(engine, "connect")
@@ -39,7 +40,7 @@ def make_engine(url: str, **options: Any) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        if ":memory:" not in url:
+        if not in_memory:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
