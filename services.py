@@ -567,9 +567,7 @@ def create_deployment(
     organization, _ = _membership_at_least(session, user, body.organization_name, Role.developer)
     cluster = lock_cluster(session, _cluster_in(session, organization, body.cluster_name).id)
     request = scheduler.Resources(body.required_cpu, body.required_ram, body.required_gpu)
-    too_big = _exceeding(
-        request, cluster_total(cluster), "{wanted} {name} requested, {limit} in total"
-    )
+    too_big = _exceeding(request, _capacity(cluster), "{wanted} {name} requested, {limit} in total")
     if too_big:
         raise Invalid(
             f"the request exceeds the cluster's total capacity and could never run: {too_big}"
@@ -900,14 +898,15 @@ def _starvation_guard(
     cutoff = now - timedelta(seconds=policy.starvation_seconds)
     row = session.execute(
         _queued(cluster.id)
-        .where(Deployment.waiting_since < cutoff, *_fits(cluster_total(cluster)))
+        .where(Deployment.waiting_since < cutoff, *_fits(_capacity(cluster)))
         .order_by(*QUEUE_ORDER)
         .limit(1)
     ).first()
     return _job(row) if row is not None else None
 
 
-def cluster_total(cluster: Cluster) -> scheduler.Resources:
+def _capacity(cluster: Cluster) -> scheduler.Resources:
+    """The cluster's total capacity (what no request may ever exceed)."""
     return scheduler.Resources(cluster.total_cpu, cluster.total_ram, cluster.total_gpu)
 
 
@@ -936,7 +935,7 @@ def _fetcher(session: Session, cluster: Cluster) -> scheduler.Fetch:
         ]
         starving = and_(
             Deployment.waiting_since < datetime.fromtimestamp(starving_before, UTC),
-            *_fits(cluster_total(cluster)),
+            *_fits(_capacity(cluster)),
         )
         statement = _queued(cluster.id).where(or_(*could_start, starving))
         if after is not None:

@@ -84,7 +84,9 @@ def test_started_from_another_directory_it_keeps_its_data_there_and_stops_cleanl
 
     worker = threading.Thread(target=submit)
     worker.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 20
+    while len(answers) < 3 and time.monotonic() < deadline:  # stop it mid-stream
+        time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
     worker.join(timeout=30)
@@ -94,7 +96,7 @@ def test_started_from_another_directory_it_keeps_its_data_there_and_stops_cleanl
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output and "hypervisor stopped" in output
     assert "Traceback" not in output
-    assert answers and set(answers) == {201}
+    assert len(answers) >= 3 and set(answers) == {201}
     assert (tmp_path / "hypervisor.db").exists()
     assert (tmp_path / ".secret_key").stat().st_mode & 0o777 == 0o600
 
