@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ from main import create_app
 @pytest.fixture
 def team(client: TestClient) -> Team:
     return make_team(client, gpu=4)
+
+
+@pytest.fixture
+def impatient(tmp_path: Path, engine: Engine) -> Iterator[TestClient]:
+    """A client of an app whose starvation guard holds as soon as anything waits."""
+    app = create_app(make_settings(tmp_path, starvation_seconds=0), engine=engine)
+    with TestClient(app) as client:
+        yield client
 
 
 def test_a_deployment_that_fits_starts_at_once(team: Team) -> None:
@@ -89,45 +98,41 @@ def test_a_small_deployment_backfills_past_a_blocked_bigger_one(team: Team) -> N
     assert small["status"] == "running"
 
 
-def test_a_starving_deployment_holds_back_lower_priority_backfill(
-    tmp_path: Path, engine: Engine
-) -> None:
-    app = create_app(make_settings(tmp_path, starvation_seconds=0), engine=engine)
-    with TestClient(app) as client:
-        team = make_team(client, gpu=4)
-        team.deploy(gpu=3, priority=5)
-        starving = team.deploy(gpu=2, priority=4)
+def test_a_starving_deployment_holds_back_lower_priority_backfill(impatient: TestClient) -> None:
+    client = impatient
+    team = make_team(client, gpu=4)
+    team.deploy(gpu=3, priority=5)
+    starving = team.deploy(gpu=2, priority=4)
 
-        small = team.deploy(gpu=1, priority=0)
+    small = team.deploy(gpu=1, priority=0)
 
-        assert small["status"] == "pending"
-        assert f"held back behind deployment {starving['id']}" in small["reason"]
-        assert team.status(starving) == "pending"
+    assert small["status"] == "pending"
+    assert f"held back behind deployment {starving['id']}" in small["reason"]
+    assert team.status(starving) == "pending"
 
 
 def test_a_deployment_larger_than_a_shrunken_cluster_waits_without_holding_the_guard(
-    tmp_path: Path, engine: Engine
+    impatient: TestClient,
 ) -> None:
-    app = create_app(make_settings(tmp_path, starvation_seconds=0), engine=engine)
-    with TestClient(app) as client:
-        team = make_team(client, cpu=64, gpu=4)
-        team.deploy(cpu=10, priority=9)
-        big = team.deploy(cpu=60, priority=5)  # waits: cannot preempt higher priority
-        shrink = {
-            "cluster_name": team.cluster,
-            "organization_name": team.org,
-            "total_cpu": 50,
-            "total_ram": 256,
-            "total_gpu": 4,
-        }
-        assert client.patch("/cluster/resize", json=shrink, headers=team.headers).status_code == 200
+    client = impatient
+    team = make_team(client, cpu=64, gpu=4)
+    team.deploy(cpu=10, priority=9)
+    big = team.deploy(cpu=60, priority=5)  # waits: cannot preempt higher priority
+    shrink = {
+        "cluster_name": team.cluster,
+        "organization_name": team.org,
+        "total_cpu": 50,
+        "total_ram": 256,
+        "total_gpu": 4,
+    }
+    assert client.patch("/cluster/resize", json=shrink, headers=team.headers).status_code == 200
 
-        small = team.deploy(cpu=1, priority=0)
+    small = team.deploy(cpu=1, priority=0)
 
-        assert small["status"] == "running"
-        waiting = team.get(big)
-        assert waiting["status"] == "pending"
-        assert "cannot run unless the cluster grows" in waiting["reason"]
+    assert small["status"] == "running"
+    waiting = team.get(big)
+    assert waiting["status"] == "pending"
+    assert "cannot run unless the cluster grows" in waiting["reason"]
 
 
 def test_fifo_within_a_priority_and_a_preempted_deployment_keeps_its_place(team: Team) -> None:
@@ -487,16 +492,15 @@ def test_the_readme_worked_example(team: Team) -> None:
 
 
 def test_cancelling_the_starving_deployment_lets_held_back_work_start(
-    tmp_path: Path, engine: Engine
+    impatient: TestClient,
 ) -> None:
-    app = create_app(make_settings(tmp_path, starvation_seconds=0), engine=engine)
-    with TestClient(app) as client:
-        team = make_team(client, gpu=4)
-        team.deploy(gpu=3, priority=5)
-        starving = team.deploy(gpu=2, priority=4)
-        small = team.deploy(gpu=1, priority=0)
-        assert small["status"] == "pending"
+    client = impatient
+    team = make_team(client, gpu=4)
+    team.deploy(gpu=3, priority=5)
+    starving = team.deploy(gpu=2, priority=4)
+    small = team.deploy(gpu=1, priority=0)
+    assert small["status"] == "pending"
 
-        team.cancel(starving)
+    team.cancel(starving)
 
-        assert team.status(small) == "running"
+    assert team.status(small) == "running"
