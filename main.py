@@ -74,11 +74,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         operations.router,
     ):
         app.include_router(router)
+    # The last added runs first: bound requests in progress, time them, rate-limit them,
+    # and retry only the work itself, so a retried request is counted once.
+    app.add_middleware(RetryAbortedTransactionsMiddleware)
     if rate_limit_enabled(settings):
         app.add_middleware(RateLimitMiddleware, settings=settings)
-    app.add_middleware(RetryAbortedTransactionsMiddleware)
     app.add_middleware(RequestMetricsMiddleware)
-    app.add_middleware(ConcurrencyLimitMiddleware)  # outermost: bounds all of the above
+    app.add_middleware(ConcurrencyLimitMiddleware)
 
     @app.exception_handler(services.DomainError)
     async def domain_error(_request: Request, error: services.DomainError) -> JSONResponse:
