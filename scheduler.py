@@ -7,7 +7,9 @@ same transaction. Standard library only, so a simulator can reuse it as is.
 
 Reading order: the data types, `order_key`, `run_pass` (the pass itself, then the two
 helpers it is built on: `_Pass` for the sweep and `_RunningSet` for fit and preemption),
-`candidate_bounds`, `resolve_dependencies`, `explain_wait`.
+`candidate_bounds`, `needs_loading`, `startable_bounds` and `run_pass_incrementally` (the
+same decisions while loading only the part of a long queue that can matter),
+`resolve_dependencies`, `explain_wait`.
 """
 
 from __future__ import annotations
