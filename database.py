@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from fastapi import Request
 from sqlalchemy import Engine, create_engine, event, make_url, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Cluster
-from utils import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -90,22 +87,15 @@ def make_engine(url: str, **options: Any) -> Engine:
     return engine
 
 
-def make_session_factory(engine: Engine, settings: Settings) -> sessionmaker[Session]:
-    """Sessions whose objects stay readable after commit, carrying the app's settings
-    (`session.info["settings"]`) so services read the same knobs as the app."""
-    return sessionmaker(engine, expire_on_commit=False, info={"settings": settings})
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back on error.
-
-    GET requests change nothing, so on SQLite they read a snapshot instead of queueing for
-    the write lock."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    with factory.begin() as session:
-        if request.method in ("GET", "HEAD"):
-            session.connection(execution_options={READ_ONLY: True})
-        yield session
+def read_only(session: Session) -> None:
+    """Mark the session's transaction as one that only reads: on SQLite it then reads a
+    snapshot instead of queueing for the write lock. Call before its first query."""
+    session.connection(execution_options={READ_ONLY: True})
 
 
 def lock_cluster(session: Session, cluster_id: int) -> Cluster:

@@ -22,7 +22,7 @@ from middleware import (
     rate_limit_enabled,
 )
 from routes import clusters, deployments, operations, organizations, users
-from utils import Settings, configure_logging, get_settings
+from utils import Settings, configure_logging, get_settings, use_settings
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,12 @@ deployments. Every error body is `{"detail": ...}`.
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
-    """Build the app; tests pass their own settings and an already migrated engine."""
-    settings = settings or get_settings()
+    """Build the app. Tests and embedders may pass settings, which are then installed as
+    the process's (`utils.use_settings`: every layer reads that one place), and an already
+    migrated engine."""
+    if settings is not None:
+        use_settings(settings)
+    settings = get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,7 +56,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             configure_logging(settings.log_level)
         own_engine = engine is None
         app.state.engine = engine or _migrated_engine(settings.database_url)
-        app.state.session_factory = make_session_factory(app.state.engine, settings)
+        app.state.session_factory = make_session_factory(app.state.engine)
         stop = asyncio.Event()
         loop = asyncio.create_task(_scheduler_loop(app, settings.scheduler_interval_seconds, stop))
         logger.info("hypervisor ready database=%s", app.state.engine.url.render_as_string())
@@ -67,7 +71,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             logger.info("hypervisor stopped")
 
     app = FastAPI(title="Hypervisor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.state.settings = settings
     for router in (
         users.router,
         organizations.router,

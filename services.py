@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,8 +35,8 @@ from models import (
     User,
 )
 from utils import (
-    Settings,
     dummy_password_hash,
+    get_settings,
     hash_password,
     new_invite_code,
     utcnow,
@@ -81,6 +82,13 @@ class Invalid(DomainError):
 
 class BadRequest(DomainError):
     """A request that cannot be honoured as sent (400), e.g. an unknown invite code."""
+
+
+@contextmanager
+def transaction(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: committed at the end of the block, rolled back on an error."""
+    with session_factory.begin() as session:
+        yield session
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -550,10 +558,8 @@ FINISHED_VALUES = tuple(status.value for status in FINISHED)
 
 
 def scheduling_policy(session: Session) -> scheduler.Policy:
-    """The scheduling knobs of the app that opened this session."""
-    settings: Settings | None = session.info.get("settings")
-    if settings is None:
-        return scheduler.Policy()
+    """The scheduling knobs of the running process."""
+    settings = get_settings()
     return scheduler.Policy(
         starvation_seconds=settings.starvation_seconds,
         preemption_grace_seconds=settings.preemption_grace_seconds,

@@ -45,15 +45,42 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(12, ge=4, le=16)
 
 
-@lru_cache
+class Clock:
+    """Where the service reads the time: the wall clock, unless tests install another."""
+
+    def now(self) -> datetime:
+        """Timezone-aware current UTC time."""
+        return datetime.now(UTC)
+
+
+class _Process:
+    """The two things every layer reads from one place: the settings and the clock."""
+
+    settings: Settings | None = None
+    clock: Clock = Clock()
+
+
 def get_settings() -> Settings:
-    """The process-wide settings; tests clear the cache to override them."""
-    return Settings()
+    """The process's settings: those installed with `use_settings`, else read once from
+    the `HYPERVISOR_*` environment. Every layer (app, routes, services, loop) reads them here."""
+    if _Process.settings is None:
+        _Process.settings = Settings()
+    return _Process.settings
+
+
+def use_settings(settings: Settings | None) -> None:
+    """Install the settings the process runs with (None: read the environment again)."""
+    _Process.settings = settings
+
+
+def use_clock(clock: Clock | None) -> None:
+    """Install the clock every `utcnow()` reads (None: the wall clock); tests inject theirs."""
+    _Process.clock = clock or Clock()
 
 
 def utcnow() -> datetime:
-    """Timezone-aware current UTC time."""
-    return datetime.now(UTC)
+    """Timezone-aware current UTC time, from the installed clock."""
+    return _Process.clock.now()
 
 
 def configure_logging(level: str) -> None:

@@ -855,14 +855,16 @@ def check_database(
     import utils
     from models import Organization
 
-    settings = utils.Settings(
-        database_url=database_url,
-        starvation_seconds=args.starvation_seconds,
-        preemption_grace_seconds=0,
-        scheduler_interval_seconds=args.scheduler_interval,
+    utils.use_settings(
+        utils.Settings(
+            database_url=database_url,
+            starvation_seconds=args.starvation_seconds,
+            preemption_grace_seconds=0,
+            scheduler_interval_seconds=args.scheduler_interval,
+        )
     )
     engine = database.make_engine(database_url)
-    factory = database.make_session_factory(engine, settings)
+    factory = database.make_session_factory(engine)
     errors = _ErrorCounter()
     logging.getLogger("services").addHandler(errors)
     violations: list[str] = []

@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 import services
-from database import get_session
+from database import read_only
 from models import User
 from schemas import MAX_ID, NAME_PATTERN
-from utils import Settings, user_id_from_token
+from utils import Settings, get_settings, user_id_from_token
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/user/login")
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back on error
+    (`services.transaction`, which also runs the passes the commit made due elsewhere).
+
+    GET requests change nothing, so on SQLite they read a snapshot instead of queueing for
+    the write lock."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with services.transaction(factory) as session:
+        if request.method in ("GET", "HEAD"):
+            read_only(session)
+        yield session
+
 
 # `scope="function"` commits before the response is sent: a failed commit is a 5xx, never
 # a 2xx for work that did not happen.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_app_settings(request: Request) -> Settings:
-    """The settings the running app was built with."""
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_current_user(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 from database import make_engine, migrate
 from main import create_app
 from models import Base
-from utils import Settings
+from utils import Clock, Settings, use_clock, use_settings
 
 TEST_DATABASE_URL = os.environ.get("HYPERVISOR_TEST_DATABASE_URL", "")
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -85,9 +86,40 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_state() -> Iterator[None]:
+    """Each test starts from the environment's settings and the wall clock again."""
+    yield
+    use_settings(None)
+    use_clock(None)
+
+
+class ManualClock(Clock):
+    """A clock that moves only when the test says so: `clock.advance(seconds)`."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime.now(UTC).replace(microsecond=0)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The time every layer reads (`utils.utcnow`), moved by the test itself."""
+    manual = ManualClock()
+    use_clock(manual)
+    return manual
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+    chosen = make_settings(tmp_path)
+    use_settings(chosen)
+    return chosen
 
 
 @pytest.fixture
