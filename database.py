@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Cluster
@@ -52,8 +54,13 @@ def make_engine(url: str, **options: Any) -> Engine:
             # A reader sees a consistent snapshot (WAL) without waiting for writers.
             connection.exec_driver_sql("BEGIN")
             return
-        if turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
-            connection.info["holds_turn"] = True
+        if not turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            # Going on without the turn would let two of this process's transactions write
+            # at once; refuse like SQLite itself does (the request layer retries, then 503).
+            raise OperationalError(
+                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+            )
+        connection.info["holds_turn"] = True
         # SQLite locks the whole file: take the write lock before the first read, so two
         # transactions can never both read the same free capacity (and a late lock upgrade
         # never fails with "database is locked"; writers queue on busy_timeout instead).

@@ -35,6 +35,16 @@ STATUS_OF_ERROR: dict[type[services.DomainError], int] = {
     services.Invalid: 422,
 }
 
+
+def status_of(error: services.DomainError) -> int:
+    """The status code of a domain error: that of the nearest class in its ancestry, so a
+    subclass of `Conflict` is still a 409."""
+    for kind in type(error).__mro__:
+        if kind in STATUS_OF_ERROR:
+            return STATUS_OF_ERROR[kind]
+    return 400
+
+
 DESCRIPTION = """
 Hypervisor shares an organization's fixed CPU / RAM / GPU clusters between its members.
 Log in with **Authorize** (username and password), then create organizations, clusters and
@@ -89,7 +99,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @app.exception_handler(services.DomainError)
     async def domain_error(_request: Request, error: services.DomainError) -> JSONResponse:
-        status = STATUS_OF_ERROR.get(type(error), 400)
+        status = status_of(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse({"detail": error.detail}, status_code=status, headers=headers)
 

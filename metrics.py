@@ -1,20 +1,18 @@
-"""Prometheus instruments and the per-cluster collector behind `GET /metrics`.
+"""Prometheus instruments and the per-cluster gauges behind `GET /metrics`.
 
 A module of its own because both the web layer (request counts) and the services (pass
-latency) record into these instruments, and neither should own them.
+latency) record into these instruments, and neither should own them. It reads no database:
+`services.cluster_gauges` gives it the numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
-
-from models import Cluster, Deployment, DeploymentStatus, Organization
 
 # Process-wide instruments; each replica exposes its own, Prometheus sums them.
 PROCESS_REGISTRY = CollectorRegistry(auto_describe=True)
@@ -41,11 +39,11 @@ RESOURCES = ("cpu", "ram", "gpu")
 
 
 class ClusterCollector(Collector):
-    """Per-cluster gauges read from the database at scrape time, so every replica reports
-    the same shared truth instead of its own partial view."""
+    """Per-cluster gauges from numbers read out of the database at scrape time, so every
+    replica reports the same shared truth instead of its own partial view."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self.session_factory = session_factory
+    def __init__(self, clusters: Sequence[ClusterNumbers]) -> None:
+        self.clusters = clusters
 
     def collect(self) -> Iterator[Metric]:
         labels = ["organization", "cluster"]
@@ -68,54 +66,38 @@ class ClusterCollector(Collector):
             "Preemptions of the cluster's deployments",
             labels=labels,
         )
-        with self.session_factory() as session:
-            clusters = session.execute(
-                select(Cluster, Organization.name).join(
-                    Organization, Organization.id == Cluster.organization_id
-                )
-            ).all()
-            stats = _deployment_stats(session)
-        for cluster, organization in clusters:
-            key = [organization, cluster.name]
-            by_status = stats.get(cluster.id, {})
-            pending = by_status.get(DeploymentStatus.pending.value, (0, 0, 0, 0, 0))
-            active = by_status.get(DeploymentStatus.running.value, (0, 0, 0, 0, 0))
-            queue.add_metric(key, pending[0])
-            running.add_metric(key, active[0])
-            preemptions.add_metric(key, sum(row[4] for row in by_status.values()))
-            for index, resource in enumerate(RESOURCES):
-                total.add_metric([*key, resource], getattr(cluster, f"total_{resource}"))
-                reserved = getattr(cluster, f"reserved_{resource}")
-                allocated.add_metric([*key, resource], reserved + active[1 + index])
+        for numbers in self.clusters:
+            key = [numbers.organization, numbers.cluster]
+            queue.add_metric(key, numbers.pending)
+            running.add_metric(key, numbers.running)
+            preemptions.add_metric(key, numbers.preemptions)
+            for resource in RESOURCES:
+                total.add_metric([*key, resource], getattr(numbers.total, resource))
+                allocated.add_metric([*key, resource], getattr(numbers.allocated, resource))
         yield from (queue, running, total, allocated, preemptions)
 
 
-def _deployment_stats(session: Session) -> dict[int, dict[str, tuple[int, int, int, int, int]]]:
-    rows = session.execute(
-        select(
-            Deployment.cluster_id,
-            Deployment.status,
-            func.count(),
-            func.coalesce(func.sum(Deployment.required_cpu), 0),
-            func.coalesce(func.sum(Deployment.required_ram), 0),
-            func.coalesce(func.sum(Deployment.required_gpu), 0),
-            func.coalesce(func.sum(Deployment.preemption_count), 0),
-        ).group_by(Deployment.cluster_id, Deployment.status)
-    ).all()
-    stats: dict[int, dict[str, tuple[int, int, int, int, int]]] = {}
-    for cluster_id, status, count, cpu, ram, gpu, preempted in rows:
-        stats.setdefault(cluster_id, {})[status] = (
-            int(count),
-            int(cpu),
-            int(ram),
-            int(gpu),
-            int(preempted),
-        )
-    return stats
+class ClusterNumbers(Protocol):
+    """What the collector needs of one cluster (`services.views.ClusterGauges`)."""
+
+    @property
+    def organization(self) -> str: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def preemptions(self) -> int: ...
+    @property
+    def total(self) -> Any: ...
+    @property
+    def allocated(self) -> Any: ...
 
 
-def render(session_factory: sessionmaker[Session]) -> bytes:
+def render(clusters: Sequence[ClusterNumbers]) -> bytes:
     """The Prometheus text exposition: this process's instruments, then every cluster."""
-    clusters = CollectorRegistry(auto_describe=False)
-    clusters.register(ClusterCollector(session_factory))
-    return generate_latest(PROCESS_REGISTRY) + generate_latest(clusters)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClusterCollector(clusters))
+    return generate_latest(PROCESS_REGISTRY) + generate_latest(registry)

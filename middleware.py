@@ -52,11 +52,12 @@ class RateLimitMiddleware(BaseHTTPMiddleware):
         key = self._caller(request)
         try:
             allowed = self.limiter.hit(self.limit, key)
+            if not allowed:
+                reset_at, _ = self.limiter.get_window_stats(self.limit, key)
         except Exception:  # noqa: BLE001 - a broken limiter store must not take the API down
             logger.warning("rate limiter storage unavailable; request allowed", exc_info=True)
             return await call_next(request)
         if not allowed:
-            reset_at, _ = self.limiter.get_window_stats(self.limit, key)
             retry_after = max(1, math.ceil(reset_at - time.time()))
             return JSONResponse(
                 {"detail": f"rate limit of {self.settings.rate_limit} exceeded; retry later"},

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 import metrics
 import services
 from database import database_answers
-from routes import UNAUTHORIZED, SettingsDep
+from routes import UNAUTHORIZED, SessionDep, SettingsDep
 
 router = APIRouter(tags=["operations"])
 
@@ -35,7 +35,7 @@ def readyz(request: Request) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: UNAUTHORIZED},
 )
-def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
+def prometheus_metrics(request: Request, settings: SettingsDep, session: SessionDep) -> Response:
     """Prometheus text: HTTP traffic, and per cluster queue, running, allocation, total,
     preemptions and pass latency. Open unless `HYPERVISOR_METRICS_TOKEN` is set."""
     if settings.metrics_token:
@@ -45,5 +45,5 @@ def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
         ):
             raise services.Unauthorized("metrics need the operator's bearer token")
     return Response(
-        metrics.render(request.app.state.session_factory), media_type=CONTENT_TYPE_LATEST
+        metrics.render(services.cluster_gauges(session)), media_type=CONTENT_TYPE_LATEST
     )

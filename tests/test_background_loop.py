@@ -121,14 +121,14 @@ def test_one_failing_cluster_does_not_stop_the_loop(
         healthy = make_team(client, gpu=1)
         broken_cluster_id = broken.cluster_state()["id"]
         timed = healthy.deploy(gpu=1, duration_seconds=1)
-        original = services.schedule_locked_cluster
+        original = services.scheduling.schedule_locked_cluster
 
         def failing(session, cluster, now=None):  # type: ignore[no-untyped-def]
             if cluster.id == broken_cluster_id:
                 raise RuntimeError("simulated failure")
             return original(session, cluster, now)
 
-        monkeypatch.setattr(services, "schedule_locked_cluster", failing)
+        monkeypatch.setattr(services.scheduling, "schedule_locked_cluster", failing)
 
         assert _wait_for(engine, timed["id"], "completed") == "completed"
 

@@ -1,0 +1,85 @@
+"""Business rules and transactions: who may do what, and what each change does to state.
+
+One module per concern, read in this order: `errors` (what the rules refuse), `access`
+(may this caller see or do this), `users`, `organizations`, `clusters`, `deployments` (the
+changes a request asks for), `scheduling` (a cluster's pass as the database sees it: load,
+decide with `scheduler.py`, apply), `views` (read models: reasons, positions, usage).
+Routes and the loop use the names exported here.
+"""
+
+from services.clusters import (
+    create_cluster,
+    list_clusters,
+    release_capacity,
+    reserve_capacity,
+    resize_cluster,
+)
+from services.deployments import (
+    cancel_deployment,
+    create_deployment,
+    list_deployments,
+    read_deployment,
+    read_queue,
+    report_status,
+)
+from services.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Unauthorized,
+)
+from services.organizations import (
+    change_role,
+    create_organization,
+    list_members,
+    read_invite_code,
+    remove_member,
+    rotate_invite_code,
+)
+from services.scheduling import run_periodic_passes, transaction
+from services.users import (
+    authenticate,
+    describe_me,
+    join_organization,
+    register_user,
+    user_by_id,
+)
+from services.views import cluster_gauges
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "DomainError",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "Unauthorized",
+    "authenticate",
+    "cancel_deployment",
+    "change_role",
+    "cluster_gauges",
+    "create_cluster",
+    "create_deployment",
+    "create_organization",
+    "describe_me",
+    "join_organization",
+    "list_clusters",
+    "list_deployments",
+    "list_members",
+    "read_deployment",
+    "read_invite_code",
+    "read_queue",
+    "register_user",
+    "release_capacity",
+    "remove_member",
+    "report_status",
+    "reserve_capacity",
+    "resize_cluster",
+    "rotate_invite_code",
+    "run_periodic_passes",
+    "transaction",
+    "user_by_id",
+]

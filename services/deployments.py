@@ -1,0 +1,178 @@
+"""Deployments: submit, list, read, cancel, report an end, and read a cluster's queue.
+
+Every change schedules the cluster in the same transaction, under its row lock, so the
+answer already shows the pass's decision.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import scheduler
+import schemas
+from database import lock_cluster
+from models import Deployment, DeploymentDependency, DeploymentStatus, Role, User
+from services.access import cluster_in, find_cluster, organization_as_member, visible_deployment
+from services.clusters import exceeding
+from services.errors import Conflict, Invalid
+from services.scheduling import (
+    DEAD,
+    FINISHED_VALUES,
+    PENDING,
+    RUNNING,
+    capacity_of,
+    finish,
+    policy,
+    record,
+    schedule_locked_cluster,
+    schedule_new,
+    starvation_guard,
+)
+from services.views import deployment_views, queue_of
+from utils import utcnow
+
+
+def create_deployment(
+    session: Session, user: User, body: schemas.DeploymentCreate
+) -> schemas.DeploymentRead:
+    """Queue a deployment and schedule it at once: it is running or pending in the answer."""
+    organization, _ = organization_as_member(session, user, body.organization_name, Role.developer)
+    cluster = lock_cluster(session, cluster_in(session, organization, body.cluster_name).id)
+    request = scheduler.Resources(body.required_cpu, body.required_ram, body.required_gpu)
+    too_big = exceeding(
+        request, capacity_of(cluster), "{wanted} {name} requested, {limit} in total"
+    )
+    if too_big:
+        raise Invalid(
+            f"the request exceeds the cluster's total capacity and could never run: {too_big}"
+        )
+    dependency_ids = sorted(set(body.depends_on))
+    all_completed = _check_dependencies(session, organization.id, dependency_ids)
+    now = utcnow()
+    deployment = Deployment(
+        cluster_id=cluster.id,
+        organization_id=organization.id,
+        created_by_id=user.id,
+        name=body.name,
+        docker_image=body.docker_image,
+        required_cpu=body.required_cpu,
+        required_ram=body.required_ram,
+        required_gpu=body.required_gpu,
+        priority=body.priority,
+        status=PENDING,
+        eligible=all_completed,
+        duration_seconds=body.duration_seconds,
+        preemption_count=0,
+        created_at=now,
+        waiting_since=now,
+    )
+    session.add(deployment)
+    session.flush()
+    session.add_all(
+        DeploymentDependency(deployment_id=deployment.id, depends_on_id=dependency_id)
+        for dependency_id in dependency_ids
+    )
+    record(session, [deployment.id], "created", f"submitted by {user.username}", now)
+    running = schedule_new(session, cluster, deployment, now)
+    session.flush()
+    session.refresh(deployment)  # the pass wrote its state with bulk updates
+    return deployment_views(session, [deployment], now, {cluster.id: running})[0]
+
+
+def list_deployments(
+    session: Session,
+    user: User,
+    cluster_name: str,
+    org_name: str | None,
+    status: str | None,
+) -> schemas.DeploymentList:
+    """A cluster's deployments by id, optionally only those in one state."""
+    cluster = find_cluster(session, user, cluster_name, org_name)
+    statement = select(Deployment).where(Deployment.cluster_id == cluster.id)
+    if status is not None:
+        statement = statement.where(Deployment.status == status)
+    deployments = list(session.scalars(statement.order_by(Deployment.id)).all())
+    return schemas.DeploymentList(
+        cluster_name=cluster.name, deployments=deployment_views(session, deployments, utcnow())
+    )
+
+
+def read_deployment(session: Session, user: User, deployment_id: int) -> schemas.DeploymentDetail:
+    """One deployment with its history of events."""
+    deployment = visible_deployment(session, user, deployment_id, Role.viewer)
+    view = deployment_views(session, [deployment], utcnow())[0]
+    events = [schemas.DeploymentEventRead.model_validate(event) for event in deployment.events]
+    return schemas.DeploymentDetail(**view.model_dump(), events=events)
+
+
+def read_queue(
+    session: Session, user: User, cluster_name: str, org_name: str | None
+) -> schemas.Queue:
+    """Every pending deployment of a cluster in scheduling order, with why it waits."""
+    return queue_of(session, find_cluster(session, user, cluster_name, org_name), utcnow())
+
+
+def cancel_deployment(session: Session, user: User, deployment_id: int) -> schemas.DeploymentRead:
+    """Cancel a pending or running deployment, free what it held and schedule the queue."""
+    deployment = visible_deployment(session, user, deployment_id, Role.developer)
+    cluster = lock_cluster(session, deployment.cluster_id)
+    session.refresh(deployment)  # its state may have changed while we waited for the lock
+    _refuse_finished(deployment)
+    now = utcnow()
+    # The queue was stable: cancelling a waiting deployment frees nothing, so it can only
+    # let others start if it was the starving one holding them back.
+    guard = starvation_guard(session, cluster, now, policy())
+    frees_room = deployment.status == RUNNING or (guard is not None and guard.id == deployment.id)
+    message = f"cancelled by {user.username}"
+    if not finish(session, cluster, [deployment.id], DeploymentStatus.cancelled, message, now):
+        session.refresh(deployment)
+        _refuse_finished(deployment)
+    if frees_room:
+        schedule_locked_cluster(session, cluster, now)
+    session.refresh(deployment)
+    return deployment_views(session, [deployment], now)[0]
+
+
+def report_status(
+    session: Session, user: User, deployment_id: int, body: schemas.StatusReport
+) -> schemas.DeploymentRead:
+    """An external runtime reports that a running deployment completed or failed."""
+    deployment = visible_deployment(session, user, deployment_id, Role.developer)
+    cluster = lock_cluster(session, deployment.cluster_id)
+    session.refresh(deployment)
+    if deployment.status != RUNNING:
+        raise Conflict(
+            f"deployment {deployment.id} is {deployment.status}; only a running one can finish"
+        )
+    now = utcnow()
+    message = body.message or f"reported {body.status} by {user.username}"
+    finish(session, cluster, [deployment.id], DeploymentStatus(body.status), message, now)
+    schedule_locked_cluster(session, cluster, now)
+    session.refresh(deployment)
+    return deployment_views(session, [deployment], now)[0]
+
+
+def _refuse_finished(deployment: Deployment) -> None:
+    if deployment.status in FINISHED_VALUES:
+        raise Conflict(f"deployment {deployment.id} is already {deployment.status}")
+
+
+def _check_dependencies(session: Session, organization_id: int, ids: list[int]) -> bool:
+    """Refuse unknown, foreign, failed or cancelled dependencies; True if all completed."""
+    if not ids:
+        return True
+    found = dict(
+        session.execute(
+            select(Deployment.id, Deployment.status).where(
+                Deployment.id.in_(ids), Deployment.organization_id == organization_id
+            )
+        ).all()
+    )
+    unknown = [str(i) for i in ids if i not in found]
+    if unknown:
+        raise Invalid(f"unknown dependencies: {', '.join(unknown)}")
+    dead = [f"{i} ({found[i]})" for i in ids if found[i] in DEAD]
+    if dead:
+        raise Invalid(f"dependencies that can never complete: {', '.join(dead)}")
+    return all(found[i] == DeploymentStatus.completed for i in ids)

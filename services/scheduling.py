@@ -1,0 +1,504 @@
+"""Scheduling passes (SPEC §5) as the database sees them: a cluster loaded into the
+scheduler's types, plans applied with their events, dependencies settled, the periodic
+passes of the background loop, and the passes a commit makes due in other clusters.
+
+`scheduler.py` decides; this module loads what it needs, in the transaction of the change
+that triggered the pass and under that cluster's row lock, and writes the decisions back.
+Every change to a deployment row happens under the lock of the deployment's own cluster,
+and a transaction holds at most one cluster lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+import scheduler
+from database import lock_cluster, try_lock_cluster
+from metrics import PASS_SECONDS
+from models import FINISHED, Cluster, Deployment, DeploymentDependency, DeploymentEvent
+from models import DeploymentStatus as Status
+from utils import get_settings, utcnow
+
+logger = logging.getLogger(__name__)
+
+RUNNING, PENDING = Status.running.value, Status.pending.value
+UNFINISHED = (PENDING, RUNNING)
+FINISHED_VALUES = tuple(status.value for status in FINISHED)
+DEAD = (Status.failed.value, Status.cancelled.value)
+# How many queued deployments a pass loads at a time. After a pass the queue is stable, so a
+# pass only ever needs the few that could start; this bounds the work when many suddenly can.
+CANDIDATE_BATCH = 64
+# `session.info` key: clusters holding dependents of what this transaction finished, whose
+# passes run right after the commit (each in its own transaction, under its own lock).
+CLUSTERS_DUE = "hypervisor.clusters_due"
+# A bound on the passes one commit sets off down chains across clusters; the loop
+# catches whatever remains within one interval.
+MAX_PASSES_AFTER_COMMIT = 100
+
+
+# --- queue order: defined once, as SQL ------------------------------------------------------
+
+# SPEC §5 step 3, the same order as `scheduler.order_key`: priority descending, first
+# submission, id.
+QUEUE_ORDER = (Deployment.priority.desc(), Deployment.created_at, Deployment.id)
+
+
+def ranked_after(priority: int, submitted_at: Any, deployment_id: int) -> ColumnElement[bool]:
+    """Deployments placed after (priority, submitted_at, id) in `QUEUE_ORDER`."""
+    return or_(
+        Deployment.priority < priority,
+        and_(Deployment.priority == priority, Deployment.created_at > submitted_at),
+        and_(
+            Deployment.priority == priority,
+            Deployment.created_at == submitted_at,
+            Deployment.id > deployment_id,
+        ),
+    )
+
+
+def ranked_before(deployment: Deployment) -> ColumnElement[bool]:
+    """Deployments placed before this one in `QUEUE_ORDER`."""
+    return or_(
+        Deployment.priority > deployment.priority,
+        and_(
+            Deployment.priority == deployment.priority,
+            Deployment.created_at < deployment.created_at,
+        ),
+        and_(
+            Deployment.priority == deployment.priority,
+            Deployment.created_at == deployment.created_at,
+            Deployment.id < deployment.id,
+        ),
+    )
+
+
+# --- units of work ---------------------------------------------------------------------------
+
+
+@contextmanager
+def transaction(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: committed at the end of the block, rolled back on an error. After
+    the commit, the clusters holding dependents of what it finished get their passes."""
+    with session_factory.begin() as session:
+        yield session
+        due: set[int] = session.info.pop(CLUSTERS_DUE, set())
+    if due:
+        run_passes_after_commit(session_factory, due)
+
+
+def run_passes_after_commit(session_factory: sessionmaker[Session], cluster_ids: set[int]) -> None:
+    """A pass over each cluster, lowest id first, each in its own transaction under its
+    own lock (never two at once), following chains of dependents into further clusters.
+
+    The change that made them due is committed already: a failure here is logged and left
+    to the loop, which runs every cluster's pass within one interval.
+    """
+    due = set(cluster_ids)
+    for _ in range(MAX_PASSES_AFTER_COMMIT):
+        if not due:
+            return
+        cluster_id = min(due)
+        due.discard(cluster_id)
+        try:
+            with session_factory.begin() as session:
+                schedule_locked_cluster(session, lock_cluster(session, cluster_id))
+                due |= session.info.pop(CLUSTERS_DUE, set())
+        except Exception:
+            logger.exception("pass after commit failed cluster_id=%s", cluster_id)
+    if due:
+        logger.warning("passes left to the loop clusters=%s", len(due))
+
+
+def run_periodic_passes(session_factory: sessionmaker[Session]) -> int:
+    """One tick of the background loop: a pass over every cluster that no other transaction
+    is passing over right now, each in its own transaction; returns how many ran.
+
+    One failing cluster is logged and skipped; it never stops the others or the loop.
+    """
+    with session_factory() as session:
+        cluster_ids = list(session.scalars(select(Cluster.id).order_by(Cluster.id)))
+    passes = 0
+    for cluster_id in cluster_ids:
+        try:
+            with transaction(session_factory) as session:
+                cluster = try_lock_cluster(session, cluster_id)
+                if cluster is not None:
+                    schedule_locked_cluster(session, cluster)
+                    passes += 1
+        except Exception:
+            logger.exception("scheduling pass failed cluster_id=%s", cluster_id)
+    return passes
+
+
+# --- a cluster in the scheduler's types ------------------------------------------------------
+
+
+def policy() -> scheduler.Policy:
+    """The scheduling knobs of the running process."""
+    settings = get_settings()
+    return scheduler.Policy(
+        starvation_seconds=settings.starvation_seconds,
+        preemption_grace_seconds=settings.preemption_grace_seconds,
+    )
+
+
+_JOB_COLUMNS = (
+    Deployment.id,
+    Deployment.priority,
+    Deployment.required_cpu,
+    Deployment.required_ram,
+    Deployment.required_gpu,
+    Deployment.created_at,
+    Deployment.waiting_since,
+    Deployment.started_at,
+    Deployment.duration_seconds,
+)
+
+
+def job_of(row: Any) -> scheduler.Job:
+    """A deployment (a row or an ORM object with the same columns) as the scheduler sees it."""
+    started_at = row.started_at
+    return scheduler.Job(
+        id=row.id,
+        priority=row.priority,
+        request=scheduler.Resources(row.required_cpu, row.required_ram, row.required_gpu),
+        submitted_at=row.created_at.timestamp(),
+        waiting_since=row.waiting_since.timestamp(),
+        started_at=started_at.timestamp() if started_at is not None else None,
+        duration_seconds=row.duration_seconds,
+    )
+
+
+def shape_of(cluster: Cluster) -> scheduler.Cluster:
+    """The cluster's capacity and reservations."""
+    return scheduler.Cluster(total=capacity_of(cluster), reserved=reserved_of(cluster))
+
+
+def capacity_of(cluster: Cluster) -> scheduler.Resources:
+    """The cluster's total capacity (what no request may ever exceed)."""
+    return scheduler.Resources(cluster.total_cpu, cluster.total_ram, cluster.total_gpu)
+
+
+def reserved_of(cluster: Cluster) -> scheduler.Resources:
+    """What reservations hold of the cluster."""
+    return scheduler.Resources(cluster.reserved_cpu, cluster.reserved_ram, cluster.reserved_gpu)
+
+
+def running_jobs(session: Session, cluster_id: int) -> list[scheduler.Job]:
+    """The cluster's running deployments."""
+    rows = session.execute(
+        select(*_JOB_COLUMNS).where(
+            Deployment.cluster_id == cluster_id, Deployment.status == RUNNING
+        )
+    ).all()
+    return [job_of(row) for row in rows]
+
+
+def _queued(cluster_id: int) -> Any:
+    return select(*_JOB_COLUMNS).where(
+        Deployment.cluster_id == cluster_id,
+        Deployment.status == PENDING,
+        Deployment.eligible.is_(True),
+    )
+
+
+def _fits(limit: scheduler.Resources) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Deployment.required_cpu <= limit.cpu,
+        Deployment.required_ram <= limit.ram,
+        Deployment.required_gpu <= limit.gpu,
+    )
+
+
+def starvation_guard(
+    session: Session, cluster: Cluster, now: datetime, policy: scheduler.Policy
+) -> scheduler.Job | None:
+    """The first deployment in queue order that has starved and could ever fit, if any."""
+    cutoff = now - timedelta(seconds=policy.starvation_seconds)
+    row = session.execute(
+        _queued(cluster.id)
+        .where(Deployment.waiting_since < cutoff, *_fits(capacity_of(cluster)))
+        .order_by(*QUEUE_ORDER)
+        .limit(1)
+    ).first()
+    return job_of(row) if row is not None else None
+
+
+def _fetcher(session: Session, cluster: Cluster) -> scheduler.Fetch:
+    """The scheduler's view of this cluster's queue: the next eligible pending deployments
+    in order that could start under the given bounds, or that starve and fit the cluster."""
+
+    def fetch(
+        bounds: list[scheduler.Band],
+        starving_before: float,
+        after: scheduler.Job | None,
+        limit: int | None,
+    ) -> list[scheduler.Job]:
+        could_start = [
+            and_(Deployment.priority.between(low, high), *_fits(limit_))
+            for low, high, limit_ in bounds
+        ]
+        starving = and_(
+            Deployment.waiting_since < datetime.fromtimestamp(starving_before, UTC),
+            *_fits(capacity_of(cluster)),
+        )
+        statement = _queued(cluster.id).where(or_(*could_start, starving))
+        if after is not None:
+            # The cursor may be a job this fetch never returned (a victim of this pass that
+            # preempted in turn), so its exact place comes from its row, not from memory.
+            submitted = select(Deployment.created_at).where(Deployment.id == after.id)
+            statement = statement.where(
+                ranked_after(after.priority, submitted.scalar_subquery(), after.id)
+            )
+        rows = session.execute(statement.order_by(*QUEUE_ORDER).limit(limit)).all()
+        return [job_of(row) for row in rows]
+
+    return fetch
+
+
+# --- passes ----------------------------------------------------------------------------------
+
+
+def schedule_locked_cluster(
+    session: Session, cluster: Cluster, now: datetime | None = None
+) -> list[scheduler.Job]:
+    """A full scheduling pass (SPEC §5) over a cluster whose row this transaction has locked;
+    returns the running jobs after it.
+
+    It finishes elapsed deployments, resolves dependencies (so dependents of what just
+    finished can start in this very pass), then sweeps the queue. The queue is stable after
+    every pass, so instead of loading it whole the scheduler asks for the few deployments
+    that could start now, a batch at a time.
+    """
+    started = time.perf_counter()
+    now = now or utcnow()
+    rules, shape = policy(), shape_of(cluster)
+    finishing = scheduler.run_pass(
+        shape, running_jobs(session, cluster.id), [], now.timestamp(), rules
+    )
+    running = apply_plan(session, cluster, finishing, now)
+    resolve_ready(session, cluster, now)
+    plan = scheduler.run_pass_incrementally(
+        shape, running, now.timestamp(), _fetcher(session, cluster), rules, CANDIDATE_BATCH
+    )
+    running = apply_plan(session, cluster, plan, now)
+    PASS_SECONDS.observe(time.perf_counter() - started)
+    return running
+
+
+def schedule_new(
+    session: Session, cluster: Cluster, deployment: Deployment, now: datetime
+) -> list[scheduler.Job]:
+    """The pass after a create; returns the running jobs after it.
+
+    The queue was stable after the last pass, so usually only the new deployment (and the
+    starving one that may hold it back) can start. Unless time made room or work since
+    then — a timed deployment's end, a dependency settled, a grace period over — which the
+    whole pass must first offer to older work, in queue order.
+    """
+    started = time.perf_counter()
+    session.flush()
+    rules, shape = policy(), shape_of(cluster)
+    running = running_jobs(session, cluster.id)
+    due = scheduler.run_pass(shape, running, [], now.timestamp(), rules).completed
+    if due or resolve_ready(session, cluster, now) or rules.preemption_grace_seconds > 0:
+        return schedule_locked_cluster(session, cluster, now)
+    candidates = [job_of(deployment)] if deployment.eligible else []
+    guard = starvation_guard(session, cluster, now, rules)
+    if guard is not None and guard.id != deployment.id:
+        candidates.append(guard)
+    plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), rules)
+    running_after = apply_plan(session, cluster, plan, now)
+    PASS_SECONDS.observe(time.perf_counter() - started)
+    if plan.preempting:
+        # A preemption may leave room over that others in the queue can use.
+        return schedule_locked_cluster(session, cluster, now)
+    return running_after
+
+
+def apply_plan(
+    session: Session, cluster: Cluster, plan: scheduler.Plan, now: datetime
+) -> list[scheduler.Job]:
+    """Write a plan's decisions and their events; returns the running jobs after it."""
+    if plan.completed:
+        finish(session, cluster, plan.completed, Status.completed, "ran for its full duration", now)
+    for victim, preemptor in plan.preempted.items():
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == victim)
+            .values(
+                status=PENDING,
+                started_at=None,
+                waiting_since=now,
+                preempted_by_id=preemptor,
+                preemption_count=Deployment.preemption_count + 1,
+            )
+        )
+        record(session, [victim], "preempted", f"preempted by deployment {preemptor}", now)
+        record(session, [victim], "requeued", "back in the queue at its original place", now)
+    if plan.started:
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id.in_(plan.started))
+            .values(status=RUNNING, started_at=now)
+        )
+        record(session, plan.started, "started", "started", now)
+    if plan.started or plan.preempted or plan.completed:
+        logger.debug(
+            "pass applied cluster_id=%s started=%s preempted=%s completed=%s",
+            cluster.id,
+            len(plan.started),
+            len(plan.preempted),
+            len(plan.completed),
+        )
+    return plan.running
+
+
+def record(
+    session: Session, deployment_ids: Iterable[int], kind: str, message: str, now: datetime
+) -> None:
+    """Add one event of this kind to each deployment."""
+    session.add_all(
+        DeploymentEvent(deployment_id=i, at=now, type=kind, message=message) for i in deployment_ids
+    )
+
+
+def finish(
+    session: Session,
+    cluster: Cluster,
+    deployment_ids: list[int],
+    status: Status,
+    message: str,
+    now: datetime,
+) -> list[int]:
+    """End these deployments of the locked cluster for good, then settle what depended on
+    them; returns the ids it ended. One that another transaction ended first keeps its end."""
+    if not deployment_ids:
+        return []
+    ended = list(
+        session.scalars(
+            update(Deployment)
+            .where(
+                Deployment.id.in_(deployment_ids),
+                Deployment.cluster_id == cluster.id,
+                Deployment.status.in_(UNFINISHED),
+            )
+            .values(
+                status=status.value,
+                finished_at=now,
+                reason=None if status == Status.completed else message,
+            )
+            .returning(Deployment.id)
+        )
+    )
+    record(session, ended, status.value, message, now)
+    settle_dependents(session, cluster, ended, now)
+    return ended
+
+
+# --- dependencies (SPEC §5 step 2) -----------------------------------------------------------
+
+
+def settle_dependents(
+    session: Session, cluster: Cluster, finished_ids: list[int], now: datetime
+) -> None:
+    """Make this cluster's waiting dependents of what finished eligible, or fail them (and
+    theirs, down the chain) when a dependency died. Dependents in other clusters are
+    theirs to settle: their clusters are noted for a pass right after the commit."""
+    frontier = finished_ids
+    while frontier:
+        rows = session.execute(
+            select(Deployment.id, Deployment.cluster_id)
+            .join(DeploymentDependency, DeploymentDependency.deployment_id == Deployment.id)
+            .where(
+                DeploymentDependency.depends_on_id.in_(frontier),
+                Deployment.status == PENDING,
+                Deployment.eligible.is_(False),
+            )
+            .distinct()
+        ).all()
+        elsewhere = {cluster_id for _, cluster_id in rows if cluster_id != cluster.id}
+        if elsewhere:
+            session.info.setdefault(CLUSTERS_DUE, set()).update(elsewhere)
+        here = sorted(i for i, cluster_id in rows if cluster_id == cluster.id)
+        frontier = _resolve(session, cluster, here, now)
+
+
+def resolve_ready(session: Session, cluster: Cluster, now: datetime) -> bool:
+    """Settle this cluster's waiting deployments whose dependencies all completed or one of
+    which died, wherever those live; True if any changed. (Their dependencies' passes
+    normally note this cluster as due; this also catches a dependency that ended while its
+    dependent's create was not yet committed.)"""
+
+    def dependency_in(statuses: tuple[str, ...]) -> Any:
+        dependency = aliased(Deployment)
+        return (
+            select(DeploymentDependency.depends_on_id)
+            .join(dependency, dependency.id == DeploymentDependency.depends_on_id)
+            .where(
+                DeploymentDependency.deployment_id == Deployment.id,
+                dependency.status.in_(statuses),
+            )
+            .exists()
+        )
+
+    ready = sorted(
+        session.scalars(
+            select(Deployment.id).where(
+                Deployment.cluster_id == cluster.id,
+                Deployment.status == PENDING,
+                Deployment.eligible.is_(False),
+                or_(~dependency_in(UNFINISHED), dependency_in(DEAD)),
+            )
+        )
+    )
+    failed = _resolve(session, cluster, ready, now)
+    if failed:
+        settle_dependents(session, cluster, failed, now)
+    return bool(ready)
+
+
+def _resolve(
+    session: Session, cluster: Cluster, waiting_ids: list[int], now: datetime
+) -> list[int]:
+    """Apply the dependency rule to these waiting deployments of the cluster; returns those
+    that failed."""
+    if not waiting_ids:
+        return []
+    edges = session.execute(
+        select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id).where(
+            DeploymentDependency.deployment_id.in_(waiting_ids)
+        )
+    ).all()
+    waiting: dict[int, list[int]] = {i: [] for i in waiting_ids}
+    for deployment_id, depends_on_id in edges:
+        waiting[deployment_id].append(depends_on_id)
+    needed = {d for deps in waiting.values() for d in deps}
+    statuses = dict(
+        session.execute(
+            select(Deployment.id, Deployment.status).where(Deployment.id.in_(needed))
+        ).all()
+    )
+    resolution = scheduler.resolve_dependencies(waiting, statuses)
+    if resolution.eligible:
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id.in_(resolution.eligible))
+            .values(eligible=True, waiting_since=now)
+        )
+    for deployment_id, reason in resolution.failed.items():
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id)
+            .values(status=Status.failed.value, finished_at=now, reason=reason)
+        )
+        record(session, [deployment_id], "failed", reason, now)
+    return list(resolution.failed)

@@ -1,0 +1,76 @@
+"""Accounts: register, authenticate, who am I, and joining an organization by invite code."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import schemas
+from models import Membership, Organization, User
+from services.access import membership_of
+from services.errors import BadRequest, Conflict, Unauthorized, flush_or_conflict
+from utils import dummy_password_hash, hash_password, utcnow, verify_password
+
+
+def register_user(session: Session, body: schemas.UserRegister) -> schemas.UserRead:
+    """Create an account; usernames are unique ignoring case."""
+    message = f"username '{body.username}' is already taken"
+    taken = session.scalar(
+        select(User.id).where(func.lower(User.username) == body.username.lower())
+    )
+    if taken is not None:
+        raise Conflict(message)
+    user = User(username=body.username, password_hash=hash_password(body.password))
+    session.add(user)
+    flush_or_conflict(session, message)
+    return schemas.UserRead.model_validate(user)
+
+
+def authenticate(session: Session, username: str, password: str) -> User:
+    """The user with these credentials, else Unauthorized (without saying which part is wrong)."""
+    if len(password) > schemas.MAX_PASSWORD_LENGTH or "\x00" in username:
+        # No account can have these; hashing megabytes of hostile input is a cheap DoS, and
+        # PostgreSQL refuses NUL in a query.
+        raise Unauthorized("incorrect username or password")
+    user = session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+    if user is None:
+        verify_password(password, dummy_password_hash())  # same cost as a wrong password
+        raise Unauthorized("incorrect username or password")
+    if not verify_password(password, user.password_hash):
+        raise Unauthorized("incorrect username or password")
+    return user
+
+
+def user_by_id(session: Session, user_id: int) -> User:
+    """The user a token names, else Unauthorized."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise Unauthorized("the token's user no longer exists")
+    return user
+
+
+def describe_me(session: Session, user: User) -> schemas.Me:
+    """The caller with every organization they belong to and their role in it."""
+    rows = session.execute(
+        select(Organization.name, Membership.role)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.user_id == user.id)
+        .order_by(Organization.name)
+    ).all()
+    organizations = [schemas.OrganizationRole(name=name, role=role) for name, role in rows]
+    return schemas.Me(id=user.id, username=user.username, organizations=organizations)
+
+
+def join_organization(session: Session, user: User, code: str) -> schemas.JoinResult:
+    """Join the organization whose active invite code this is, with the code's role."""
+    organization = session.scalar(select(Organization).where(Organization.invite_code == code))
+    if organization is None or organization.invite_expires_at <= utcnow():
+        raise BadRequest("invalid or expired invite code")
+    message = f"you are already a member of '{organization.name}'"
+    if membership_of(session, user.id, organization.id) is not None:
+        raise Conflict(message)
+    session.add(
+        Membership(user_id=user.id, organization_id=organization.id, role=organization.invite_role)
+    )
+    flush_or_conflict(session, message)
+    return schemas.JoinResult(organization=organization.name, role=organization.invite_role)

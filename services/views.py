@@ -1,0 +1,337 @@
+"""Read models: clusters with their derived allocation, deployments with their reasons and
+queue positions, a cluster's queue, and the per-cluster numbers `/metrics` exposes.
+
+Why a pending deployment waits is derived when it is read, from the cluster's live state:
+after every pass the queue is stable, so the state now is the state of the latest pass, and
+passes never rewrite every queued row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
+
+import scheduler
+import schemas
+from models import Cluster, Deployment, DeploymentDependency, Organization, User
+from services.scheduling import (
+    PENDING,
+    QUEUE_ORDER,
+    RUNNING,
+    UNFINISHED,
+    job_of,
+    policy,
+    ranked_before,
+    running_jobs,
+    shape_of,
+    starvation_guard,
+)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What running deployments of one cluster hold, summed from the rows themselves."""
+
+    cpu: int = 0
+    ram: int = 0
+    gpu: int = 0
+    running: int = 0
+    pending: int = 0
+
+
+def cluster_usage(session: Session, cluster_ids: list[int] | None = None) -> dict[int, Usage]:
+    """Per cluster (these, or every cluster with None): requests of running deployments
+    summed, and running/pending counts. Allocation is always derived from this."""
+    usage = {cluster_id: Usage() for cluster_id in cluster_ids or []}
+    statement = select(
+        Deployment.cluster_id,
+        Deployment.status,
+        func.count(),
+        func.coalesce(func.sum(Deployment.required_cpu), 0),
+        func.coalesce(func.sum(Deployment.required_ram), 0),
+        func.coalesce(func.sum(Deployment.required_gpu), 0),
+    ).where(Deployment.status.in_(UNFINISHED))
+    if cluster_ids is not None:
+        if not cluster_ids:
+            return usage
+        statement = statement.where(Deployment.cluster_id.in_(cluster_ids))
+    rows = session.execute(statement.group_by(Deployment.cluster_id, Deployment.status)).all()
+    for cluster_id, status, count, cpu, ram, gpu in rows:
+        current = usage.get(cluster_id, Usage())
+        if status == RUNNING:
+            usage[cluster_id] = replace(
+                current, cpu=int(cpu), ram=int(ram), gpu=int(gpu), running=int(count)
+            )
+        else:
+            usage[cluster_id] = replace(current, pending=int(count))
+    return usage
+
+
+def cluster_view(session: Session, cluster: Cluster) -> schemas.ClusterRead:
+    """The flat cluster object of SPEC §4, allocation derived from running deployments."""
+    return cluster_read(cluster, cluster_usage(session, [cluster.id])[cluster.id])
+
+
+def cluster_read(cluster: Cluster, usage: Usage) -> schemas.ClusterRead:
+    """The flat cluster object from the cluster's row and its usage."""
+    allocated = {
+        "cpu": cluster.reserved_cpu + usage.cpu,
+        "ram": cluster.reserved_ram + usage.ram,
+        "gpu": cluster.reserved_gpu + usage.gpu,
+    }
+    return schemas.ClusterRead(
+        id=cluster.id,
+        name=cluster.name,
+        organization_name=cluster.organization.name,
+        total_cpu=cluster.total_cpu,
+        total_ram=cluster.total_ram,
+        total_gpu=cluster.total_gpu,
+        reserved_cpu=cluster.reserved_cpu,
+        reserved_ram=cluster.reserved_ram,
+        reserved_gpu=cluster.reserved_gpu,
+        allocated_cpu=allocated["cpu"],
+        allocated_ram=allocated["ram"],
+        allocated_gpu=allocated["gpu"],
+        available_cpu=cluster.total_cpu - allocated["cpu"],
+        available_ram=cluster.total_ram - allocated["ram"],
+        available_gpu=cluster.total_gpu - allocated["gpu"],
+        running=usage.running,
+        pending=usage.pending,
+        created_at=cluster.created_at,
+    )
+
+
+@dataclass(frozen=True)
+class ClusterGauges:
+    """One cluster's numbers for `/metrics`."""
+
+    organization: str
+    cluster: str
+    total: scheduler.Resources
+    allocated: scheduler.Resources
+    running: int
+    pending: int
+    preemptions: int
+
+
+def cluster_gauges(session: Session) -> list[ClusterGauges]:
+    """Every cluster's queue, running count, capacity, allocation and preemptions."""
+    clusters = session.execute(
+        select(Cluster, Organization.name)
+        .join(Organization, Organization.id == Cluster.organization_id)
+        .order_by(Cluster.id)
+    ).all()
+    usage = cluster_usage(session)
+    preemptions = dict(
+        session.execute(
+            select(Deployment.cluster_id, func.sum(Deployment.preemption_count)).group_by(
+                Deployment.cluster_id
+            )
+        ).all()
+    )
+    gauges = []
+    for cluster, organization in clusters:
+        used = usage.get(cluster.id, Usage())
+        shape = shape_of(cluster)
+        held = shape.reserved + scheduler.Resources(used.cpu, used.ram, used.gpu)
+        gauges.append(
+            ClusterGauges(
+                organization=organization,
+                cluster=cluster.name,
+                total=shape.total,
+                allocated=held,
+                running=used.running,
+                pending=used.pending,
+                preemptions=int(preemptions.get(cluster.id) or 0),
+            )
+        )
+    return gauges
+
+
+class WaitExplainer:
+    """Why each pending deployment of one cluster waits, read from the cluster's live state."""
+
+    def __init__(
+        self,
+        session: Session,
+        cluster: Cluster,
+        now: datetime,
+        running: list[scheduler.Job] | None = None,
+    ) -> None:
+        self.session = session
+        self.now = now
+        self.shape = shape_of(cluster)
+        self.policy = policy()
+        self.running = running if running is not None else running_jobs(session, cluster.id)
+        self.guard = starvation_guard(session, cluster, now, self.policy)
+        self.unfinished: dict[int, list[int]] | None = None
+
+    def reason(self, deployment: Deployment) -> str:
+        """The sentence that says why this pending deployment waits."""
+        job = job_of(deployment)
+        held_back_by = None
+        if self.guard is not None and deployment.eligible:
+            if scheduler.order_key(job) > scheduler.order_key(self.guard):
+                held_back_by = self.guard
+        return scheduler.explain_wait(
+            job,
+            self.shape,
+            self.running,
+            unfinished_dependencies=self._unfinished_of(deployment),
+            held_back_by=held_back_by,
+            preempted_by=deployment.preempted_by_id,
+            now=self.now.timestamp(),
+            policy=self.policy,
+        )
+
+    def _unfinished_of(self, deployment: Deployment) -> list[int]:
+        if deployment.eligible:
+            return []
+        if self.unfinished is None:
+            # One query for every waiting deployment of the cluster, not one per row.
+            self.unfinished = {}
+            waiting = aliased(Deployment)
+            rows = self.session.execute(
+                select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+                .join(waiting, waiting.id == DeploymentDependency.deployment_id)
+                .join(Deployment, Deployment.id == DeploymentDependency.depends_on_id)
+                .where(
+                    waiting.cluster_id == deployment.cluster_id,
+                    waiting.status == PENDING,
+                    waiting.eligible.is_(False),
+                    Deployment.status.in_(UNFINISHED),
+                )
+                .order_by(DeploymentDependency.depends_on_id)
+            ).all()
+            for deployment_id, depends_on_id in rows:
+                self.unfinished.setdefault(deployment_id, []).append(depends_on_id)
+        return self.unfinished.get(deployment.id, [])
+
+
+def deployment_views(
+    session: Session,
+    deployments: list[Deployment],
+    now: datetime,
+    running: dict[int, list[scheduler.Job]] | None = None,
+) -> list[schemas.DeploymentRead]:
+    """The deployment objects of SPEC §4, with a handful of queries whatever their number.
+
+    `running` may hand over clusters' running jobs that the caller already holds."""
+    if not deployments:
+        return []
+    ids = [d.id for d in deployments]
+    depends_on: dict[int, list[int]] = {i: [] for i in ids}
+    for deployment_id, depends_on_id in session.execute(
+        select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+        .where(DeploymentDependency.deployment_id.in_(ids))
+        .order_by(DeploymentDependency.depends_on_id)
+    ):
+        depends_on[deployment_id].append(depends_on_id)
+    clusters = {
+        cluster.id: cluster
+        for cluster in session.scalars(
+            select(Cluster).where(Cluster.id.in_({d.cluster_id for d in deployments}))
+        )
+    }
+    usernames = dict(
+        session.execute(
+            select(User.id, User.username).where(
+                User.id.in_({d.created_by_id for d in deployments})
+            )
+        ).all()
+    )
+    positions = queue_positions(session, [d for d in deployments if d.status == PENDING])
+    explainers: dict[int, WaitExplainer] = {}
+    views = []
+    for d in deployments:
+        cluster = clusters[d.cluster_id]
+        reason = d.reason
+        if d.status == PENDING:
+            if d.cluster_id not in explainers:
+                explainers[d.cluster_id] = WaitExplainer(
+                    session, cluster, now, (running or {}).get(d.cluster_id)
+                )
+            reason = explainers[d.cluster_id].reason(d)
+        views.append(
+            schemas.DeploymentRead(
+                id=d.id,
+                name=d.name,
+                cluster_name=cluster.name,
+                organization_name=cluster.organization.name,
+                docker_image=d.docker_image,
+                required_cpu=d.required_cpu,
+                required_ram=d.required_ram,
+                required_gpu=d.required_gpu,
+                priority=d.priority,
+                status=d.status,
+                reason=reason,
+                queue_position=positions.get(d.id),
+                depends_on=depends_on[d.id],
+                duration_seconds=d.duration_seconds,
+                preemption_count=d.preemption_count,
+                created_by=usernames[d.created_by_id],
+                created_at=d.created_at,
+                started_at=d.started_at,
+                finished_at=d.finished_at,
+            )
+        )
+    return views
+
+
+def queue_positions(session: Session, pending: list[Deployment]) -> dict[int, int]:
+    """1-based places in their clusters' queues: an indexed count for one deployment, one
+    ordered id scan per cluster for many."""
+    if len(pending) == 1:
+        d = pending[0]
+        ahead = session.scalar(
+            select(func.count())
+            .select_from(Deployment)
+            .where(
+                Deployment.cluster_id == d.cluster_id,
+                Deployment.status == PENDING,
+                ranked_before(d),
+            )
+        )
+        return {d.id: (ahead or 0) + 1}
+    positions: dict[int, int] = {}
+    for cluster_id in {d.cluster_id for d in pending}:
+        ordered = session.scalars(
+            select(Deployment.id)
+            .where(Deployment.cluster_id == cluster_id, Deployment.status == PENDING)
+            .order_by(*QUEUE_ORDER)
+        )
+        positions.update({i: place for place, i in enumerate(ordered, start=1)})
+    return positions
+
+
+def queue_of(session: Session, cluster: Cluster, now: datetime) -> schemas.Queue:
+    """Every pending deployment of the cluster in scheduling order, with why it waits."""
+    pending = list(
+        session.scalars(
+            select(Deployment)
+            .where(Deployment.cluster_id == cluster.id, Deployment.status == PENDING)
+            .order_by(*QUEUE_ORDER)
+        ).all()
+    )
+    explainer = WaitExplainer(session, cluster, now)
+    entries = [
+        schemas.QueueEntry(
+            deployment_id=deployment.id,
+            name=deployment.name,
+            position=position,
+            priority=deployment.priority,
+            required_cpu=deployment.required_cpu,
+            required_ram=deployment.required_ram,
+            required_gpu=deployment.required_gpu,
+            reason=explainer.reason(deployment),
+            waiting_seconds=round((now - deployment.waiting_since).total_seconds(), 3),
+            eligible=deployment.eligible,
+            preemption_count=deployment.preemption_count,
+            submitted_at=deployment.created_at,
+        )
+        for position, deployment in enumerate(pending, start=1)
+    ]
+    return schemas.Queue(cluster_name=cluster.name, queue=entries)
