@@ -58,7 +58,12 @@ def make_engine(url: str, **options: Any) -> Engine:
             # Going on without the turn would let two of this process's transactions write
             # at once; refuse like SQLite itself does (the request layer retries, then 503).
             raise OperationalError(
-                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+                "BEGIN IMMEDIATE",
+                None,
+                sqlite3.OperationalError(
+                    f"database is locked: this process's write turn did not come within "
+                    f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s"
+                ),
             )
         connection.info["holds_turn"] = True
         # SQLite locks the whole file: take the write lock before the first read, so two

@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 import services
 from database import make_engine, make_session_factory, migrate
@@ -19,6 +20,7 @@ from middleware import (
     RateLimitMiddleware,
     RequestMetricsMiddleware,
     RetryAbortedTransactionsMiddleware,
+    is_retryable,
     rate_limit_enabled,
 )
 from routes import clusters, deployments, operations, organizations, users
@@ -102,6 +104,18 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         status = status_of(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse({"detail": error.detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(OperationalError)
+    async def database_busy(request: Request, error: OperationalError) -> JSONResponse:
+        if not is_retryable(error):
+            return await unexpected_error(request, error)
+        # Still locked after the retries: the database is overloaded, not the request wrong.
+        logger.warning("database busy method=%s path=%s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "the database is busy; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
