@@ -12,12 +12,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from jose import JWTError, jwt
 from passlib.context import CryptContext
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 JWT_ALGORITHM = "HS256"
 LOG_LEVELS = Literal["critical", "error", "warning", "info", "debug"]
@@ -43,6 +43,20 @@ class Settings(BaseSettings):
     log_level: LOG_LEVELS = "info"
     # Cost factor of bcrypt; tests lower it, production keeps the default.
     bcrypt_rounds: int = Field(12, ge=4, le=16)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    login_rate_limit: str = "10/minute"  # per username, besides the per-address limit
+    # Peers whose X-Forwarded-For is believed; anyone else's is ignored.
+    trusted_proxies: Annotated[frozenset[str], NoDecode] = frozenset()
+    max_clusters_per_organization: int = Field(100, ge=1)
+    max_pending_per_organization: int = Field(10_000, ge=1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """`HYPERVISOR_TRUSTED_PROXIES=10.0.0.1,10.0.0.2` (a list is taken as it is)."""
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 class Clock:
