@@ -24,7 +24,7 @@ from middleware import (
     rate_limit_enabled,
 )
 from routes import clusters, deployments, operations, organizations, users
-from utils import Settings, configure_logging, get_settings, use_settings
+from utils import Settings, configure_logging, get_settings, signing_key, use_settings
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not logging.getLogger().handlers:  # served by `uvicorn main:app`, not main()
             configure_logging(settings.log_level)
+        signing_key(settings)  # refuses to start (SigningKeyError) with an unusable key
         own_engine = engine is None
         app.state.engine = engine or _migrated_engine(settings.database_url)
         app.state.session_factory = make_session_factory(app.state.engine)

@@ -87,6 +87,9 @@ class Organization(Base):
     invite_code: Mapped[str] = mapped_column(String(64), unique=True)
     invite_role: Mapped[str] = mapped_column(String(16))
     invite_expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    # When the active code was issued: a former member may rejoin only with a code issued
+    # after their membership ended (SPEC §3).
+    invite_issued_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="organization")
@@ -107,6 +110,20 @@ class Membership(Base):
 
     user: Mapped[User] = relationship(back_populates="memberships")
     organization: Mapped[Organization] = relationship(back_populates="memberships")
+
+
+class MembershipEnd(Base):
+    """When a user's latest membership of an organization ended (they left or were removed)."""
+
+    __tablename__ = "membership_ends"
+
+    user_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    ended_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class Cluster(Base):
@@ -243,6 +260,9 @@ Index(
     Deployment.created_at,
     Deployment.id,
 )
+
+# Per-organization limits count an organization's pending deployments.
+Index("ix_deployments_organization_status", Deployment.organization_id, Deployment.status)
 
 # The starvation guard looks for the longest-waiting deployments of a cluster.
 Index(

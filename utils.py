@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import sys
+import tempfile
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -140,29 +143,50 @@ def dummy_password_hash() -> str:
 # --- access tokens ---------------------------------------------------------------------------
 
 
+MIN_KEY_BYTES = 32
+
+
+class SigningKeyError(RuntimeError):
+    """The configured or stored signing key is unusable; the service refuses to start."""
+
+
 def signing_key(settings: Settings) -> str:
-    """The JWT signing secret: from the settings, else generated once and kept in a file."""
-    if settings.secret_key:
-        return settings.secret_key
-    return _key_from_file(settings.secret_key_file.resolve())
+    """The JWT signing secret: from the settings, else generated once and kept in a file.
+    Raises SigningKeyError for a key shorter than 32 bytes, wherever it came from."""
+    key = settings.secret_key or _key_from_file(settings.secret_key_file.resolve())
+    if len(key.encode()) < MIN_KEY_BYTES:
+        source = "HYPERVISOR_SECRET_KEY" if settings.secret_key else str(settings.secret_key_file)
+        raise SigningKeyError(
+            f"the signing key in {source} is shorter than {MIN_KEY_BYTES} bytes; "
+            "set a longer HYPERVISOR_SECRET_KEY, or remove the key file to have one generated"
+        )
+    return key
 
 
 @lru_cache
 def _key_from_file(path: Path) -> str:
+    """The key kept at `path`, generating it first if there is none.
+
+    Written whole or not at all: the key goes to a temporary file, is flushed to disk, then
+    linked into place, which fails if another process got there first (its key wins). So
+    a crash or a race never leaves an empty or half-written key behind."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    key = secrets.token_urlsafe(48)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: when two processes start together, exactly one writes and both read its key.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)
+        with suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return path.read_text().strip()
 
 
 def create_access_token(user_id: int, settings: Settings) -> tuple[str, int]:
@@ -176,11 +200,23 @@ def create_access_token(user_id: int, settings: Settings) -> tuple[str, int]:
 def user_id_from_token(token: str, settings: Settings) -> int | None:
     """The user id a valid, unexpired token names, else None."""
     try:
-        claims = jwt.decode(token, signing_key(settings), algorithms=[JWT_ALGORITHM])
-        user_id = int(claims["sub"])
-    except (JWTError, KeyError, TypeError, ValueError):
+        claims = jwt.decode(
+            token,
+            signing_key(settings),
+            algorithms=[JWT_ALGORITHM],
+            options={"require_exp": True, "require_sub": True},
+        )
+    except JWTError:
         return None
-    return user_id if 1 <= user_id < 2**63 else None
+    subject = claims.get("sub")
+    # Exactly what `create_access_token` writes: a user id in decimal, nothing around it.
+    if not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
+        return None
+    user_id = int(subject)
+    return user_id if user_id < 2**63 else None
+
+
+_USER_ID = re.compile(r"[1-9][0-9]{0,18}")
 
 
 # --- invite codes ----------------------------------------------------------------------------

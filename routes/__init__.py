@@ -31,9 +31,19 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_read_session(request: Request) -> Iterator[Session]:
+    """A transaction that only reads, whatever the method: on SQLite it never queues for
+    (or holds) the write lock, e.g. while a login checks a password."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with services.transaction(factory) as session:
+        read_only(session)
+        yield session
+
+
 # `scope="function"` commits before the response is sent: a failed commit is a 5xx, never
 # a 2xx for work that did not happen.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -16,6 +16,7 @@ from routes import (
     RATE_LIMITED,
     UNAUTHORIZED,
     CurrentUser,
+    ReadSessionDep,
     SessionDep,
     SettingsDep,
 )
@@ -33,7 +34,7 @@ def register(body: schemas.UserRegister, session: SessionDep) -> schemas.UserRea
 @router.post("/login", responses={401: UNAUTHORIZED, 429: RATE_LIMITED})
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    session: SessionDep,
+    session: ReadSessionDep,
     settings: SettingsDep,
 ) -> schemas.Token:
     """Exchange username and password (OAuth2 password form) for a bearer token."""

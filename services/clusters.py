@@ -12,6 +12,7 @@ from services.access import locked_cluster, organization_as_member
 from services.errors import Conflict, flush_or_conflict
 from services.scheduling import reserved_of, schedule_locked_cluster
 from services.views import Usage, cluster_read, cluster_usage, cluster_view
+from utils import get_settings
 
 
 def exceeding(wanted: scheduler.Resources, limit: scheduler.Resources, template: str) -> str:
@@ -28,7 +29,19 @@ def create_cluster(
     session: Session, user: User, body: schemas.ClusterCreate
 ) -> schemas.ClusterRead:
     """Create a cluster of fixed capacity in an organization the caller administers."""
-    organization, _ = organization_as_member(session, user, body.organization_name, Role.admin)
+    # The organization's row lock makes the limit exact when admins create at once.
+    organization, _ = organization_as_member(
+        session, user, body.organization_name, Role.admin, lock=True
+    )
+    limit = get_settings().max_clusters_per_organization
+    count = session.scalar(
+        select(func.count()).select_from(Cluster).where(Cluster.organization_id == organization.id)
+    )
+    if (count or 0) >= limit:
+        raise Conflict(
+            f"'{organization.name}' has {count} clusters, the limit per organization "
+            f"(HYPERVISOR_MAX_CLUSTERS_PER_ORGANIZATION={limit})"
+        )
     message = f"cluster '{body.name}' already exists in '{organization.name}'"
     taken = session.scalar(
         select(Cluster.id).where(

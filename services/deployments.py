@@ -6,13 +6,20 @@ answer already shows the pass's decision.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import scheduler
 import schemas
 from database import lock_cluster
-from models import Deployment, DeploymentDependency, DeploymentStatus, Role, User
+from models import (
+    Deployment,
+    DeploymentDependency,
+    DeploymentStatus,
+    Organization,
+    Role,
+    User,
+)
 from services.access import cluster_in, find_cluster, organization_as_member, visible_deployment
 from services.clusters import exceeding
 from services.errors import Conflict, Invalid
@@ -30,7 +37,7 @@ from services.scheduling import (
     starvation_guard,
 )
 from services.views import deployment_views, queue_of
-from utils import utcnow
+from utils import get_settings, utcnow
 
 
 def create_deployment(
@@ -47,6 +54,7 @@ def create_deployment(
         raise Invalid(
             f"the request exceeds the cluster's total capacity and could never run: {too_big}"
         )
+    _within_pending_limit(session, organization)
     dependency_ids = sorted(set(body.depends_on))
     all_completed = _check_dependencies(session, organization.id, dependency_ids)
     now = utcnow()
@@ -151,6 +159,22 @@ def report_status(
     schedule_locked_cluster(session, cluster, now)
     session.refresh(deployment)
     return deployment_views(session, [deployment], now)[0]
+
+
+def _within_pending_limit(session: Session, organization: Organization) -> None:
+    """Refuse a create beyond the organization's pending limit (SPEC §7). Creates in other
+    clusters of the organization run at once, so it may be passed by as many as run."""
+    limit = get_settings().max_pending_per_organization
+    pending = session.scalar(
+        select(func.count())
+        .select_from(Deployment)
+        .where(Deployment.organization_id == organization.id, Deployment.status == PENDING)
+    )
+    if (pending or 0) >= limit:
+        raise Conflict(
+            f"'{organization.name}' has {pending} pending deployments, the limit per "
+            f"organization (HYPERVISOR_MAX_PENDING_PER_ORGANIZATION={limit})"
+        )
 
 
 def _refuse_finished(deployment: Deployment) -> None:

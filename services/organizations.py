@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import schemas
-from models import Membership, Organization, Role, User
+from models import Membership, MembershipEnd, Organization, Role, User
 from services.access import member_named, organization_as_member
 from services.errors import Conflict, Forbidden, flush_or_conflict
 from utils import new_invite_code, utcnow
@@ -29,11 +29,13 @@ def create_organization(
     )
     if taken is not None:
         raise Conflict(message)
+    now = utcnow()
     organization = Organization(
         name=body.name,
         invite_code=new_invite_code(),
         invite_role=Role.developer.value,
-        invite_expires_at=utcnow() + timedelta(hours=DEFAULT_INVITE_HOURS),
+        invite_issued_at=now,
+        invite_expires_at=now + timedelta(hours=DEFAULT_INVITE_HOURS),
     )
     session.add(organization)
     flush_or_conflict(session, message)
@@ -53,9 +55,11 @@ def rotate_invite_code(
 ) -> schemas.InviteCode:
     """Replace the invite code; the previous one stops working in this transaction."""
     organization, _ = organization_as_member(session, user, org_name, Role.admin)
+    now = utcnow()
     organization.invite_code = new_invite_code()
     organization.invite_role = body.role
-    organization.invite_expires_at = utcnow() + timedelta(hours=body.expires_in_hours)
+    organization.invite_issued_at = now
+    organization.invite_expires_at = now + timedelta(hours=body.expires_in_hours)
     session.flush()
     logger.info("invite code rotated organization_id=%s", organization.id)
     return _invite_of(organization)
@@ -90,7 +94,8 @@ def change_role(
 
 
 def remove_member(session: Session, user: User, org_name: str, username: str) -> None:
-    """Remove a member (admins) or leave (the member itself); the last admin stays."""
+    """Remove a member (admins) or leave (the member itself); the last admin stays. The
+    moment is kept: only an invite code issued after it lets them back in."""
     organization, own = organization_as_member(session, user, org_name, Role.viewer, lock=True)
     leaving = username.lower() == user.username.lower()
     if not leaving and own.role != Role.admin:
@@ -99,6 +104,9 @@ def remove_member(session: Session, user: User, org_name: str, username: str) ->
     if target.role == Role.admin:
         _ensure_another_admin(session, organization, "remove")
     session.delete(target)
+    session.merge(
+        MembershipEnd(user_id=target.user_id, organization_id=organization.id, ended_at=utcnow())
+    )
     session.flush()
 
 

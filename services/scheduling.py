@@ -39,6 +39,9 @@ CANDIDATE_BATCH = 64
 # `session.info` key: clusters holding dependents of what this transaction finished, whose
 # passes run right after the commit (each in its own transaction, under its own lock).
 CLUSTERS_DUE = "hypervisor.clusters_due"
+# How many waiting deployments one transaction settles at most (SPEC §5 step 2).
+SETTLE_BATCH = 50
+SETTLED = "hypervisor.settled"  # `session.info` key: how many this transaction settled
 # A bound on the passes one commit sets off down chains across clusters; the loop
 # catches whatever remains within one interval.
 MAX_PASSES_AFTER_COMMIT = 100
@@ -124,7 +127,7 @@ def run_periodic_passes(session_factory: sessionmaker[Session]) -> int:
     One failing cluster is logged and skipped; it never stops the others or the loop.
     """
     with session_factory() as session:
-        cluster_ids = list(session.scalars(select(Cluster.id).order_by(Cluster.id)))
+        cluster_ids = list(session.scalars(_clusters_with_work().order_by(Cluster.id)))
     passes = 0
     for cluster_id in cluster_ids:
         try:
@@ -136,6 +139,18 @@ def run_periodic_passes(session_factory: sessionmaker[Session]) -> int:
         except Exception:
             logger.exception("scheduling pass failed cluster_id=%s", cluster_id)
     return passes
+
+
+def _clusters_with_work() -> Any:
+    """Clusters a tick may change: with timed work running (it may be due) or work waiting
+    (to settle or start). An idle cluster costs the loop nothing, however many there are."""
+
+    def having(*conditions: ColumnElement[bool]) -> Any:
+        return select(Deployment.id).where(Deployment.cluster_id == Cluster.id, *conditions)
+
+    timed = having(Deployment.status == RUNNING, Deployment.duration_seconds.is_not(None))
+    waiting = having(Deployment.status == PENDING)
+    return select(Cluster.id).where(or_(timed.exists(), waiting.exists()))
 
 
 # --- a cluster in the scheduler's types ------------------------------------------------------
@@ -412,9 +427,17 @@ def settle_dependents(
 ) -> None:
     """Make this cluster's waiting dependents of what finished eligible, or fail them (and
     theirs, down the chain) when a dependency died. Dependents in other clusters are
-    theirs to settle: their clusters are noted for a pass right after the commit."""
+    theirs to settle: their clusters are noted for a pass right after the commit.
+
+    A transaction settles at most `SETTLE_BATCH` deployments; the rest of a long chain is
+    left to passes after the commit (their step 2 finds it), so no transaction holds the
+    cluster's lock for work proportional to one tenant's data."""
     frontier = finished_ids
     while frontier:
+        budget = _settle_budget(session)
+        if budget <= 0:
+            _note_due(session, cluster.id)
+            return
         rows = session.execute(
             select(Deployment.id, Deployment.cluster_id)
             .join(DeploymentDependency, DeploymentDependency.deployment_id == Deployment.id)
@@ -425,11 +448,23 @@ def settle_dependents(
             )
             .distinct()
         ).all()
-        elsewhere = {cluster_id for _, cluster_id in rows if cluster_id != cluster.id}
-        if elsewhere:
-            session.info.setdefault(CLUSTERS_DUE, set()).update(elsewhere)
+        _note_due(session, *{cluster_id for _, cluster_id in rows if cluster_id != cluster.id})
         here = sorted(i for i, cluster_id in rows if cluster_id == cluster.id)
+        if len(here) > budget:
+            _note_due(session, cluster.id)
+            here = here[:budget]
         frontier = _resolve(session, cluster, here, now)
+
+
+def _settle_budget(session: Session) -> int:
+    """How many more waiting deployments this transaction may settle."""
+    return SETTLE_BATCH - int(session.info.get(SETTLED, 0))
+
+
+def _note_due(session: Session, *cluster_ids: int) -> None:
+    """Have these clusters passed over right after this transaction commits."""
+    if cluster_ids:
+        session.info.setdefault(CLUSTERS_DUE, set()).update(cluster_ids)
 
 
 def resolve_ready(session: Session, cluster: Cluster, now: datetime) -> bool:
@@ -450,16 +485,23 @@ def resolve_ready(session: Session, cluster: Cluster, now: datetime) -> bool:
             .exists()
         )
 
-    ready = sorted(
+    budget = _settle_budget(session)
+    ready = list(
         session.scalars(
-            select(Deployment.id).where(
+            select(Deployment.id)
+            .where(
                 Deployment.cluster_id == cluster.id,
                 Deployment.status == PENDING,
                 Deployment.eligible.is_(False),
                 or_(~dependency_in(UNFINISHED), dependency_in(DEAD)),
             )
+            .order_by(Deployment.id)
+            .limit(max(budget, 0) + 1)
         )
     )
+    if len(ready) > budget:
+        _note_due(session, cluster.id)  # more than this transaction may do: the next goes on
+        ready = ready[: max(budget, 0)]
     failed = _resolve(session, cluster, ready, now)
     if failed:
         settle_dependents(session, cluster, failed, now)
@@ -473,6 +515,7 @@ def _resolve(
     that failed."""
     if not waiting_ids:
         return []
+    session.info[SETTLED] = int(session.info.get(SETTLED, 0)) + len(waiting_ids)
     edges = session.execute(
         select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id).where(
             DeploymentDependency.deployment_id.in_(waiting_ids)

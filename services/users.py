@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import schemas
-from models import Membership, Organization, User
+from models import Membership, MembershipEnd, Organization, User
 from services.access import membership_of
 from services.errors import BadRequest, Conflict, Unauthorized, flush_or_conflict
 from utils import dummy_password_hash, hash_password, utcnow, verify_password
@@ -14,20 +14,25 @@ from utils import dummy_password_hash, hash_password, utcnow, verify_password
 
 def register_user(session: Session, body: schemas.UserRegister) -> schemas.UserRead:
     """Create an account; usernames are unique ignoring case."""
+    # Hash before the first query: the transaction (on SQLite, the write lock) starts with
+    # that query, and bcrypt's quarter second must not be spent holding it.
+    password_hash = hash_password(body.password)
     message = f"username '{body.username}' is already taken"
     taken = session.scalar(
         select(User.id).where(func.lower(User.username) == body.username.lower())
     )
     if taken is not None:
         raise Conflict(message)
-    user = User(username=body.username, password_hash=hash_password(body.password))
+    user = User(username=body.username, password_hash=password_hash)
     session.add(user)
     flush_or_conflict(session, message)
     return schemas.UserRead.model_validate(user)
 
 
 def authenticate(session: Session, username: str, password: str) -> User:
-    """The user with these credentials, else Unauthorized (without saying which part is wrong)."""
+    """The user with these credentials, else Unauthorized (without saying which part is wrong).
+
+    The caller gives it a session that only reads: bcrypt runs in no write transaction."""
     if len(password) > schemas.MAX_PASSWORD_LENGTH or "\x00" in username:
         # No account can have these; hashing megabytes of hostile input is a cheap DoS, and
         # PostgreSQL refuses NUL in a query.
@@ -69,6 +74,13 @@ def join_organization(session: Session, user: User, code: str) -> schemas.JoinRe
     message = f"you are already a member of '{organization.name}'"
     if membership_of(session, user.id, organization.id) is not None:
         raise Conflict(message)
+    ended = session.get(MembershipEnd, (user.id, organization.id))
+    if ended is not None and organization.invite_issued_at <= ended.ended_at:
+        # Rejoining with a code from before one left would undo a removal or a demotion.
+        raise BadRequest(
+            "this invite code was issued before your membership ended; ask an admin of "
+            f"'{organization.name}' for a new one"
+        )
     session.add(
         Membership(user_id=user.id, organization_id=organization.id, role=organization.invite_role)
     )

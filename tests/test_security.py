@@ -149,6 +149,10 @@ def test_garbage_tokens_are_a_401(client: TestClient, token: str) -> None:
         {"sub": "1e3"},
         {"sub": None},
         {"sub": ["1"]},
+        {"sub": " 1 "},
+        {"sub": "01"},
+        {"sub": "+1"},
+        {"sub": 1},
     ],
 )
 def test_validly_signed_tokens_with_a_bad_subject_are_a_401(
