@@ -66,6 +66,11 @@ class ClusterCollector(Collector):
             "Preemptions of the cluster's deployments",
             labels=labels,
         )
+        lost = CounterMetricFamily(
+            "hypervisor_cluster_preempted_work_resource_seconds",
+            "Unsaved work discarded by preemptions: seconds times the request, per resource",
+            labels=[*labels, "resource"],
+        )
         for numbers in self.clusters:
             key = [numbers.organization, numbers.cluster]
             queue.add_metric(key, numbers.pending)
@@ -74,7 +79,8 @@ class ClusterCollector(Collector):
             for resource in RESOURCES:
                 total.add_metric([*key, resource], getattr(numbers.total, resource))
                 allocated.add_metric([*key, resource], getattr(numbers.allocated, resource))
-        yield from (queue, running, total, allocated, preemptions)
+                lost.add_metric([*key, resource], numbers.lost_seconds[resource])
+        yield from (queue, running, total, allocated, preemptions, lost)
 
 
 class ClusterNumbers(Protocol):
@@ -90,6 +96,8 @@ class ClusterNumbers(Protocol):
     def pending(self) -> int: ...
     @property
     def preemptions(self) -> int: ...
+    @property
+    def lost_seconds(self) -> dict[str, float]: ...
     @property
     def total(self) -> Any: ...
     @property

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -152,6 +153,12 @@ class Cluster(Base):
     reserved_ram: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_gpu: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # Counters for /metrics, kept with the cluster so a scrape never reads history:
+    # preemptions, and unsaved work they discarded in resource-seconds per resource.
+    preemptions: Mapped[int] = mapped_column(BigInteger, default=0)
+    lost_cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    lost_ram_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    lost_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
     organization: Mapped[Organization] = relationship()
 
@@ -216,6 +223,10 @@ class Deployment(Base):
     waiting_since: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Work kept across preemptions (SPEC §5 "Checkpoints"): as of the latest start, or of
+    # the latest checkpoint of the current run (`checkpointed_at`, cleared at each start).
+    saved_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    checkpointed_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     cluster: Mapped[Cluster] = relationship()
     created_by: Mapped[User] = relationship()

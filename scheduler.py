@@ -86,6 +86,36 @@ class Job:
     waiting_since: float = 0.0
     started_at: float | None = None  # running jobs: the latest start
     duration_seconds: int | None = None  # None: runs until cancelled or reported finished
+    # Work kept across preemptions: at the latest start, or at the latest checkpoint of
+    # the current run when there is one (SPEC 5, "Checkpoints").
+    saved_seconds: float = 0.0
+    checkpointed_at: float | None = None  # the latest checkpoint of the current run
+
+
+def progress_mark(job: Job) -> float:
+    """Since when a running job's work is unsaved: its latest start or checkpoint."""
+    assert job.started_at is not None  # only running jobs make progress
+    if job.checkpointed_at is not None and job.checkpointed_at > job.started_at:
+        return job.checkpointed_at
+    return job.started_at
+
+
+def unsaved_seconds(job: Job, now: float) -> float:
+    """The work a running job would lose if preempted at `now`."""
+    return max(0.0, now - progress_mark(job))
+
+
+def dominant_share(request: Resources, total: Resources) -> float:
+    """The largest of the request's fractions of the cluster's totals (a resource the
+    cluster has none of counts 0)."""
+    return max(
+        (
+            _get(request, name) / _get(total, name)
+            for name in RESOURCE_NAMES
+            if _get(total, name) > 0
+        ),
+        default=0.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +156,10 @@ class Plan:
     # Jobs whose start preempted others, in sweep order, even where the net result hides it
     # (a victim that got room again in the same pass): where an incremental pass must cut.
     preempting: list[int] = field(default_factory=list)
+    # Completed job id -> the instant its saved work plus its run reached its duration.
+    finished_at: dict[int, float] = field(default_factory=dict)
+    # Victim id -> the unsaved seconds its preemption discarded.
+    lost_seconds: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +219,7 @@ def run_pass(
     (`run_pass_incrementally` uses it to go no further than what it has loaded).
     """
     _check_input(running, pending)
-    still_running, completed = _finish(running, now)
+    still_running, finished_at = _finish(running, now)
     state = _Pass(cluster, still_running, pending, now, policy, stop_after)
     outcome = state.sweep()
     # In priority order a sweep leaves nothing startable behind it: victims rank below their
@@ -198,7 +232,7 @@ def run_pass(
 
     running_after = list(state.running.jobs.values())
     return Plan(
-        completed=completed,
+        completed=list(finished_at),
         started=list(state.started),
         preempted=state.preempted,
         held_back_by=outcome.held_back_by,
@@ -206,6 +240,8 @@ def run_pass(
         pending=_in_scheduling_order(state.pending.values(), policy),
         available=_available(cluster, running_after),
         preempting=state.preempting,
+        finished_at=finished_at,
+        lost_seconds=state.lost_seconds,
     )
 
 
@@ -223,24 +259,26 @@ def _check_input(running: Sequence[Job], pending: Sequence[Job]) -> None:
             raise ValueError(f"running job {job.id} has no started_at")
 
 
-def _finish(running: Sequence[Job], now: float) -> tuple[list[Job], list[int]]:
-    """Split running jobs into those still running and the ids of those whose time is up."""
+def _finish(running: Sequence[Job], now: float) -> tuple[list[Job], dict[int, float]]:
+    """Split running jobs into those still running and those whose time is up (id -> the
+    instant it was)."""
     still_running: list[Job] = []
-    completed: list[int] = []
+    finished_at: dict[int, float] = {}
     for job in running:
-        ends_at = _ends_at(job)
+        ends_at = ends_at_of(job)
         if ends_at is not None and ends_at <= now:
-            completed.append(job.id)
+            finished_at[job.id] = ends_at
         else:
             still_running.append(job)
-    return still_running, completed
+    return still_running, finished_at
 
 
-def _ends_at(job: Job) -> float | None:
-    """When a running timed job completes; None if it runs until stopped."""
+def ends_at_of(job: Job) -> float | None:
+    """When a running timed job completes: once its saved work plus the time since its
+    latest start or checkpoint reaches its duration; None if it runs until stopped."""
     if job.duration_seconds is None or job.started_at is None:
         return None
-    return job.started_at + job.duration_seconds
+    return progress_mark(job) + job.duration_seconds - job.saved_seconds
 
 
 def _available(cluster: Cluster, running: Iterable[Job]) -> Resources:
@@ -272,6 +310,7 @@ class _Pass:
         self.stop_after = stop_after
         self.preempting: list[int] = []
         self.running = _RunningSet(cluster, running, now, policy)
+        self.lost_seconds: dict[int, float] = {}
         self.pending = {job.id: job for job in pending}
         # What the pass started from: the Plan reports net changes, so a job started and
         # preempted again within the pass (or the reverse) is reported as never touched.
@@ -328,10 +367,11 @@ class _Pass:
         if original is not None:
             # Preempted earlier in this pass and back already: it never stopped.
             del self.preempted[job.id]
+            del self.lost_seconds[job.id]
             self.running.add(original)
         else:
             self.started[job.id] = None
-            self.running.add(replace(job, started_at=self.now))
+            self.running.add(replace(job, started_at=self.now, checkpointed_at=None))
 
     def _requeue(self, victim: Job, preempted_by: Job) -> Job:
         """Move a running job back to pending because `preempted_by` needs its room."""
@@ -342,8 +382,10 @@ class _Pass:
             del self.started[victim.id]
             back = original
         else:
+            # It keeps its saved work (and its last checkpoint's time) and loses the rest.
             back = replace(victim, waiting_since=self.now, started_at=None)
             self.preempted[victim.id] = preempted_by.id
+            self.lost_seconds[victim.id] = unsaved_seconds(victim, self.now)
         self.pending[back.id] = back
         return back
 
@@ -377,16 +419,18 @@ class _RunningSet:
         self._now = now
         self._grace = policy.preemption_grace_seconds
         # Preemption candidates (past the grace period) by priority level, each level in
-        # put-back order (earliest started, then lowest id), with a sum per level, the
-        # sorted list of levels, and a tree answering "sum of all levels below p".
-        self._levels: dict[int, list[tuple[float, int, Job]]] = {}
+        # put-back order (the costliest to preempt first, then earliest started, then lowest
+        # id), with a sum per level, the sorted list of levels, and a tree answering "sum of
+        # all levels below p".
+        self._total = cluster.total
+        self._levels: dict[int, list[_PutBack]] = {}
         for job in jobs:
             if self._is_candidate(job):
-                self._levels.setdefault(job.priority, []).append(_start_entry(job))
+                self._levels.setdefault(job.priority, []).append(self._entry(job))
         self._level_sums: dict[int, Resources] = {}
         for level, entries in self._levels.items():
             entries.sort()
-            self._level_sums[level] = _total(job.request for _, _, job in entries)
+            self._level_sums[level] = _total(job.request for *_, job in entries)
         self._level_order = sorted(self._levels)
         self._sums_below = _PrioritySums(self._level_sums)
         # "available + candidates below p" is asked for once per pending job that does not
@@ -405,7 +449,7 @@ class _RunningSet:
             level = self._levels[job.priority] = []
             self._level_sums[job.priority] = Resources()
             insort(self._level_order, job.priority)
-        insort(level, _start_entry(job))
+        insort(level, self._entry(job))
         self._level_sums[job.priority] += job.request
         self._sums_below.add(job.priority, job.request, sign=1)
 
@@ -417,13 +461,20 @@ class _RunningSet:
         if not self._is_candidate(job):
             return
         level = self._levels[job.priority]
-        del level[bisect_left(level, (job.started_at, job.id))]
+        del level[bisect_left(level, self._entry(job))]
         self._level_sums[job.priority] -= job.request
         self._sums_below.add(job.priority, job.request, sign=-1)
         if not level:
             del self._levels[job.priority]
             del self._level_sums[job.priority]
             self._level_order.remove(job.priority)
+
+    def _entry(self, job: Job) -> _PutBack:
+        """A candidate's place in its level's put-back order (SPEC 5 step 5): the most
+        unsaved work (seconds times dominant share) first, then earliest started, lowest id."""
+        assert job.started_at is not None  # only running jobs are candidates
+        cost = unsaved_seconds(job, self._now) * dominant_share(job.request, self._total)
+        return (-cost, job.started_at, job.id, job)
 
     def _is_candidate(self, job: Job) -> bool:
         """True if `job` has run for the grace period and may be preempted."""
@@ -469,7 +520,7 @@ class _RunningSet:
         )
         victims: list[Job] = []
         for level in reversed(released):
-            for _, _, candidate in self._levels[level]:
+            for *_, candidate in self._levels[level]:
                 taken = candidate.request
                 if taken.cpu <= spare_cpu and taken.ram <= spare_ram and taken.gpu <= spare_gpu:
                     spare_cpu -= taken.cpu
@@ -480,10 +531,8 @@ class _RunningSet:
         return victims
 
 
-def _start_entry(job: Job) -> tuple[float, int, Job]:
-    """A running job's place among its level's candidates: earliest started, lowest id first."""
-    assert job.started_at is not None  # only running jobs are candidates
-    return (job.started_at, job.id, job)
+# (minus the unsaved cost, started_at, id, job): ids are unique, so jobs never compare.
+_PutBack = tuple[float, float, int, Job]
 
 
 class _PrioritySums:
@@ -658,6 +707,7 @@ def run_pass_incrementally(
     current = finishing.running
     started: dict[int, None] = {}
     preempted: dict[int, int] = {}
+    lost_seconds: dict[int, float] = {}
     requeued: dict[int, Job] = {}
     preempting: list[int] = []
     held_back_by: int | None = None
@@ -686,11 +736,13 @@ def run_pass_incrementally(
             if job_id in requeued:  # a victim back within the same pass: it never stopped
                 del requeued[job_id]
                 del preempted[job_id]
+                del lost_seconds[job_id]
             else:
                 started[job_id] = None
         pending_after = {job.id: job for job in plan.pending}
         for victim, preemptor in plan.preempted.items():
             preempted[victim] = preemptor
+            lost_seconds[victim] = plan.lost_seconds[victim]
             requeued[victim] = pending_after[victim]
         preempting.extend(plan.preempting)
         current = [originally_running.get(job.id, job) for job in plan.running]
@@ -707,6 +759,8 @@ def run_pass_incrementally(
         pending=_in_scheduling_order(requeued.values(), policy),
         available=_available(cluster, current),
         preempting=preempting,
+        finished_at=finishing.finished_at,
+        lost_seconds=lost_seconds,
     )
 
 

@@ -233,6 +233,10 @@ class StatusReport(Input):
     message: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
 
 
+class CheckpointReport(Input):
+    message: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
+
+
 class DeploymentEventRead(Output):
     at: datetime
     type: str
@@ -255,6 +259,12 @@ class DeploymentRead(Output):
     depends_on: list[int]
     duration_seconds: int | None
     preemption_count: int
+    saved_seconds: float = Field(
+        description="Work kept across preemptions (seconds); never above duration_seconds"
+    )
+    checkpointed_at: datetime | None = Field(
+        description="The latest checkpoint of the current run (of the last run while waiting)"
+    )
     created_by: str
     created_at: datetime
     started_at: datetime | None

@@ -88,3 +88,17 @@ def report_status(
 ) -> schemas.DeploymentRead:
     """Report that a running deployment completed or failed (for an external runtime)."""
     return services.report_status(session, user, deployment_id, body)
+
+
+@router.post("/{deployment_id}/checkpoint", responses={**ROLE_CHECKED, 409: CONFLICT})
+def checkpoint(
+    deployment_id: IdPath,
+    user: CurrentUser,
+    session: SessionDep,
+    body: schemas.CheckpointReport | None = None,
+) -> schemas.DeploymentRead:
+    """Report that a running deployment's work so far is saved (the body may be omitted):
+    a later preemption loses only the work after this moment."""
+    return services.checkpoint_deployment(
+        session, user, deployment_id, body or schemas.CheckpointReport()
+    )

@@ -16,6 +16,7 @@ from services.clusters import (
 )
 from services.deployments import (
     cancel_deployment,
+    checkpoint_deployment,
     create_deployment,
     list_deployments,
     read_deployment,
@@ -60,6 +61,7 @@ __all__ = [
     "authenticate",
     "cancel_deployment",
     "change_role",
+    "checkpoint_deployment",
     "cluster_gauges",
     "create_cluster",
     "create_deployment",

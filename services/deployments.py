@@ -6,6 +6,8 @@ answer already shows the pass's decision.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -13,6 +15,7 @@ import scheduler
 import schemas
 from database import lock_cluster
 from models import (
+    Cluster,
     Deployment,
     DeploymentDependency,
     DeploymentStatus,
@@ -30,6 +33,8 @@ from services.scheduling import (
     RUNNING,
     capacity_of,
     finish,
+    finish_due,
+    job_of,
     policy,
     record,
     schedule_locked_cluster,
@@ -123,15 +128,18 @@ def read_queue(
 
 def cancel_deployment(session: Session, user: User, deployment_id: int) -> schemas.DeploymentRead:
     """Cancel a pending or running deployment, free what it held and schedule the queue."""
-    deployment = visible_deployment(session, user, deployment_id, Role.developer)
-    cluster = lock_cluster(session, deployment.cluster_id)
-    session.refresh(deployment)  # its state may have changed while we waited for the lock
+    deployment, cluster, now, completed_some = _locked_with_due_finished(
+        session, user, deployment_id
+    )
     _refuse_finished(deployment)
-    now = utcnow()
     # The queue was stable: cancelling a waiting deployment frees nothing, so it can only
     # let others start if it was the starving one holding them back.
     guard = starvation_guard(session, cluster, now, policy())
-    frees_room = deployment.status == RUNNING or (guard is not None and guard.id == deployment.id)
+    frees_room = (
+        completed_some
+        or deployment.status == RUNNING
+        or (guard is not None and guard.id == deployment.id)
+    )
     message = f"cancelled by {user.username}"
     if not finish(session, cluster, [deployment.id], DeploymentStatus.cancelled, message, now):
         session.refresh(deployment)
@@ -146,14 +154,15 @@ def report_status(
     session: Session, user: User, deployment_id: int, body: schemas.StatusReport
 ) -> schemas.DeploymentRead:
     """An external runtime reports that a running deployment completed or failed."""
-    deployment = visible_deployment(session, user, deployment_id, Role.developer)
-    cluster = lock_cluster(session, deployment.cluster_id)
-    session.refresh(deployment)
+    deployment, cluster, now, completed_some = _locked_with_due_finished(
+        session, user, deployment_id
+    )
     if deployment.status != RUNNING:
+        if completed_some:
+            schedule_locked_cluster(session, cluster, now)  # keep what step 1 did, then 409
         raise Conflict(
             f"deployment {deployment.id} is {deployment.status}; only a running one can finish"
         )
-    now = utcnow()
     message = body.message or f"reported {body.status} by {user.username}"
     finish(session, cluster, [deployment.id], DeploymentStatus(body.status), message, now)
     schedule_locked_cluster(session, cluster, now)
@@ -175,6 +184,48 @@ def _within_pending_limit(session: Session, organization: Organization) -> None:
             f"'{organization.name}' has {pending} pending deployments, the limit per "
             f"organization (HYPERVISOR_MAX_PENDING_PER_ORGANIZATION={limit})"
         )
+
+
+def checkpoint_deployment(
+    session: Session, user: User, deployment_id: int, body: schemas.CheckpointReport
+) -> schemas.DeploymentRead:
+    """The runtime says a running deployment's work so far is saved: a preemption from now
+    on loses only what comes after (SPEC §5 "Checkpoints")."""
+    deployment, cluster, now, completed_some = _locked_with_due_finished(
+        session, user, deployment_id
+    )
+    if deployment.status != RUNNING:
+        raise Conflict(
+            f"deployment {deployment.id} is {deployment.status}; only a running one can checkpoint"
+        )
+    job = job_of(deployment)
+    saved = job.saved_seconds + scheduler.unsaved_seconds(job, now.timestamp())
+    if deployment.duration_seconds is not None:
+        saved = min(saved, float(deployment.duration_seconds))
+    deployment.saved_seconds = round(saved, 3)
+    deployment.checkpointed_at = now
+    message = body.message or f"{deployment.saved_seconds:g} s of work saved"
+    record(session, [deployment.id], "checkpointed", message, now)
+    session.flush()
+    if completed_some:  # room that step 1 freed goes to the queue now
+        schedule_locked_cluster(session, cluster, now)
+    return deployment_views(session, [deployment], now)[0]
+
+
+def _locked_with_due_finished(
+    session: Session, user: User, deployment_id: int
+) -> tuple[Deployment, Cluster, datetime, bool]:
+    """The caller's deployment with its cluster locked, after that cluster's due timed
+    deployments ended (so one whose time is up reads as completed); whether any did.
+
+    A refusal that follows rolls this back with the rest; the loop ends them within one
+    interval, at the instant their time was up all the same."""
+    deployment = visible_deployment(session, user, deployment_id, Role.developer)
+    cluster = lock_cluster(session, deployment.cluster_id)
+    now = utcnow()
+    completed_some = finish_due(session, cluster, now)
+    session.refresh(deployment)  # its state may have changed while we waited for the lock
+    return deployment, cluster, now, completed_some
 
 
 def _refuse_finished(deployment: Deployment) -> None:

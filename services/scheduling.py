@@ -175,12 +175,14 @@ _JOB_COLUMNS = (
     Deployment.waiting_since,
     Deployment.started_at,
     Deployment.duration_seconds,
+    Deployment.saved_seconds,
+    Deployment.checkpointed_at,
 )
 
 
 def job_of(row: Any) -> scheduler.Job:
     """A deployment (a row or an ORM object with the same columns) as the scheduler sees it."""
-    started_at = row.started_at
+    started_at, checkpointed_at = row.started_at, row.checkpointed_at
     return scheduler.Job(
         id=row.id,
         priority=row.priority,
@@ -189,6 +191,8 @@ def job_of(row: Any) -> scheduler.Job:
         waiting_since=row.waiting_since.timestamp(),
         started_at=started_at.timestamp() if started_at is not None else None,
         duration_seconds=row.duration_seconds,
+        saved_seconds=row.saved_seconds or 0.0,
+        checkpointed_at=checkpointed_at.timestamp() if checkpointed_at is not None else None,
     )
 
 
@@ -343,27 +347,17 @@ def apply_plan(
     session: Session, cluster: Cluster, plan: scheduler.Plan, now: datetime
 ) -> list[scheduler.Job]:
     """Write a plan's decisions and their events; returns the running jobs after it."""
-    if plan.completed:
-        finish(session, cluster, plan.completed, Status.completed, "ran for its full duration", now)
-    for victim, preemptor in plan.preempted.items():
-        session.execute(
-            update(Deployment)
-            .where(Deployment.id == victim)
-            .values(
-                status=PENDING,
-                started_at=None,
-                waiting_since=now,
-                preempted_by_id=preemptor,
-                preemption_count=Deployment.preemption_count + 1,
-            )
-        )
-        record(session, [victim], "preempted", f"preempted by deployment {preemptor}", now)
-        record(session, [victim], "requeued", "back in the queue at its original place", now)
+    for job_id in plan.completed:
+        # Completed at the instant its work reached its duration, even if found later.
+        at = datetime.fromtimestamp(plan.finished_at.get(job_id, now.timestamp()), UTC)
+        finish(session, cluster, [job_id], Status.completed, "ran for its full duration", at)
+    if plan.preempted:
+        _record_preemptions(session, cluster, plan, now)
     if plan.started:
         session.execute(
             update(Deployment)
             .where(Deployment.id.in_(plan.started))
-            .values(status=RUNNING, started_at=now)
+            .values(status=RUNNING, started_at=now, checkpointed_at=None)
         )
         record(session, plan.started, "started", "started", now)
     if plan.started or plan.preempted or plan.completed:
@@ -375,6 +369,56 @@ def apply_plan(
             len(plan.completed),
         )
     return plan.running
+
+
+def _record_preemptions(
+    session: Session, cluster: Cluster, plan: scheduler.Plan, now: datetime
+) -> None:
+    """Requeue the plan's victims with their saved work, and count what was lost."""
+    requests = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Deployment.id,
+                Deployment.required_cpu,
+                Deployment.required_ram,
+                Deployment.required_gpu,
+            ).where(Deployment.id.in_(plan.preempted))
+        )
+    }
+    lost = {"cpu": 0.0, "ram": 0.0, "gpu": 0.0}
+    for victim, preemptor in plan.preempted.items():
+        seconds = round(plan.lost_seconds.get(victim, 0.0), 3)
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == victim)
+            .values(
+                status=PENDING,
+                started_at=None,
+                waiting_since=now,
+                preempted_by_id=preemptor,
+                preemption_count=Deployment.preemption_count + 1,
+            )
+        )
+        message = f"preempted by deployment {preemptor}; {seconds:g} s of unsaved work lost"
+        record(session, [victim], "preempted", message, now)
+        record(session, [victim], "requeued", "back in the queue at its original place", now)
+        for name in lost:
+            lost[name] += seconds * getattr(requests[victim], f"required_{name}")
+    cluster.preemptions += len(plan.preempted)
+    cluster.lost_cpu_seconds += lost["cpu"]
+    cluster.lost_ram_seconds += lost["ram"]
+    cluster.lost_gpu_seconds += lost["gpu"]
+
+
+def finish_due(session: Session, cluster: Cluster, now: datetime) -> bool:
+    """Step 1 of a pass alone: complete the locked cluster's timed deployments whose time is
+    up; True if any did (the queue then has room to offer)."""
+    plan = scheduler.run_pass(
+        shape_of(cluster), running_jobs(session, cluster.id), [], now.timestamp(), policy()
+    )
+    apply_plan(session, cluster, plan, now)
+    return bool(plan.completed)
 
 
 def record(

@@ -115,23 +115,18 @@ class ClusterGauges:
     running: int
     pending: int
     preemptions: int
+    lost_seconds: dict[str, float]  # unsaved work preemptions discarded, per resource
 
 
 def cluster_gauges(session: Session) -> list[ClusterGauges]:
-    """Every cluster's queue, running count, capacity, allocation and preemptions."""
+    """Every cluster's queue, running count, capacity, allocation, preemptions and the work
+    they lost: read from the clusters and the unfinished deployments only, never history."""
     clusters = session.execute(
         select(Cluster, Organization.name)
         .join(Organization, Organization.id == Cluster.organization_id)
         .order_by(Cluster.id)
     ).all()
     usage = cluster_usage(session)
-    preemptions = dict(
-        session.execute(
-            select(Deployment.cluster_id, func.sum(Deployment.preemption_count)).group_by(
-                Deployment.cluster_id
-            )
-        ).all()
-    )
     gauges = []
     for cluster, organization in clusters:
         used = usage.get(cluster.id, Usage())
@@ -145,7 +140,12 @@ def cluster_gauges(session: Session) -> list[ClusterGauges]:
                 allocated=held,
                 running=used.running,
                 pending=used.pending,
-                preemptions=int(preemptions.get(cluster.id) or 0),
+                preemptions=cluster.preemptions,
+                lost_seconds={
+                    "cpu": cluster.lost_cpu_seconds,
+                    "ram": cluster.lost_ram_seconds,
+                    "gpu": cluster.lost_gpu_seconds,
+                },
             )
         )
     return gauges
@@ -272,6 +272,8 @@ def deployment_views(
                 depends_on=depends_on[d.id],
                 duration_seconds=d.duration_seconds,
                 preemption_count=d.preemption_count,
+                saved_seconds=d.saved_seconds,
+                checkpointed_at=d.checkpointed_at,
                 created_by=usernames[d.created_by_id],
                 created_at=d.created_at,
                 started_at=d.started_at,

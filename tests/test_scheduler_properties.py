@@ -50,14 +50,28 @@ def scenarios(draw: st.DrawFn, priority_order: bool | None = None) -> Scenario:
         if not request.fits_in(room):
             continue
         room -= request
+        started_at = NOW - draw(st.sampled_from([0, 10, 30, 100, 1000]))
+        duration = draw(st.none() | st.sampled_from([5, 50, 500, 5000]))
+        # Some have work saved from earlier runs, some checkpointed during this one.
+        checkpoint_age = draw(st.none() | st.sampled_from([0.0, 5.0, 20.0]))
+        checkpointed_at = (
+            NOW - checkpoint_age
+            if checkpoint_age is not None and NOW - checkpoint_age >= started_at
+            else None
+        )
+        saved = float(draw(st.sampled_from([0, 0, 3, 40])))
+        if duration is not None:
+            saved = min(saved, float(duration))
         running.append(
             Job(
                 id=next(ids),
                 priority=draw(priorities),
                 request=request,
                 submitted_at=float(draw(st.integers(0, 20))),
-                started_at=NOW - draw(st.sampled_from([0, 10, 30, 100, 1000])),
-                duration_seconds=draw(st.none() | st.sampled_from([5, 50, 500, 5000])),
+                started_at=started_at,
+                duration_seconds=duration,
+                saved_seconds=saved,
+                checkpointed_at=checkpointed_at,
             )
         )
     pending = [
@@ -196,12 +210,24 @@ def test_a_pass_matches_a_literal_reading_of_the_rules(scenario: Scenario) -> No
 
 def literal_pass(cluster: Cluster, running: list[Job], pending: list[Job], policy: Policy) -> Plan:
     """SPEC 5 read word by word, in priority order, with no care for speed."""
+
+    def unsaved(job: Job) -> float:
+        assert job.started_at is not None
+        return NOW - max(job.started_at, job.checkpointed_at or job.started_at)
+
+    def share(job: Job) -> float:
+        fractions = [
+            getattr(job.request, name) / getattr(cluster.total, name)
+            for name in ("cpu", "ram", "gpu")
+            if getattr(cluster.total, name) > 0
+        ]
+        return max(fractions, default=0.0)
+
     completed = [
         job.id
         for job in running
         if job.duration_seconds is not None
-        and job.started_at is not None
-        and job.started_at + job.duration_seconds <= NOW
+        and job.saved_seconds + unsaved(job) >= job.duration_seconds
     ]
     was_running = {job.id: job for job in running if job.id not in completed}
     now_running = dict(was_running)
@@ -220,7 +246,7 @@ def literal_pass(cluster: Cluster, running: list[Job], pending: list[Job], polic
             now_running[job.id] = was_running[job.id]
         else:
             started.append(job.id)
-            now_running[job.id] = replace(job, started_at=NOW)
+            now_running[job.id] = replace(job, started_at=NOW, checkpointed_at=None)
 
     last_key: tuple[float, ...] | None = None
     while True:
@@ -252,7 +278,13 @@ def literal_pass(cluster: Cluster, running: list[Job], pending: list[Job], polic
                     break
             kept: list[Job] = []
             victims: list[Job] = []
-            for other in sorted(released, key=lambda o: (-o.priority, o.started_at, o.id)):
+
+            # Highest level first; within one, the most unsaved work (seconds x dominant
+            # share) first, then the earliest started, then the lowest id.
+            def put_back_order(o: Job) -> tuple[float, ...]:
+                return (-o.priority, -unsaved(o) * share(o), o.started_at or 0.0, o.id)
+
+            for other in sorted(released, key=put_back_order):
                 room = available() + total(released) - total(kept) - other.request
                 (kept if job.request.fits_in(room) else victims).append(other)
             for victim in victims:
