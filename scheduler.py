@@ -137,6 +137,9 @@ class Policy:
     backfill: bool = True
     # False: strict submission order (the FIFO baseline); priority is ignored for ordering.
     priority_order: bool = True
+    # False: within a level, put back the earliest started first whatever it would lose
+    # (the rule before checkpoints; kept as a baseline for the simulator).
+    cost_aware_victims: bool = True
 
 
 DEFAULT_POLICY = Policy()
@@ -423,6 +426,7 @@ class _RunningSet:
         # id), with a sum per level, the sorted list of levels, and a tree answering "sum of
         # all levels below p".
         self._total = cluster.total
+        self._cost_aware = policy.cost_aware_victims
         self._levels: dict[int, list[_PutBack]] = {}
         for job in jobs:
             if self._is_candidate(job):
@@ -473,7 +477,9 @@ class _RunningSet:
         """A candidate's place in its level's put-back order (SPEC 5 step 5): the most
         unsaved work (seconds times dominant share) first, then earliest started, lowest id."""
         assert job.started_at is not None  # only running jobs are candidates
-        cost = unsaved_seconds(job, self._now) * dominant_share(job.request, self._total)
+        cost = 0.0
+        if self._cost_aware:
+            cost = unsaved_seconds(job, self._now) * dominant_share(job.request, self._total)
         return (-cost, job.started_at, job.id, job)
 
     def _is_candidate(self, job: Job) -> bool:
