@@ -227,6 +227,9 @@ class Deployment(Base):
     # the latest checkpoint of the current run (`checkpointed_at`, cleared at each start).
     saved_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     checkpointed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # A running timed deployment's end (latest start + duration - saved work at that start;
+    # a checkpoint leaves it unchanged): lets a create ask "is anything due?" with an index.
+    ends_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     cluster: Mapped[Cluster] = relationship()
     created_by: Mapped[User] = relationship()
@@ -271,6 +274,11 @@ Index(
     Deployment.created_at,
     Deployment.id,
 )
+
+# Is any running deployment of a cluster due? (a create asks before its fast path)
+Index("ix_deployments_ends", Deployment.cluster_id, Deployment.status, Deployment.ends_at)
+# Unfinished deployments of every cluster (metrics), whatever the stored history.
+Index("ix_deployments_status_cluster", Deployment.status, Deployment.cluster_id)
 
 # Per-organization limits count an organization's pending deployments.
 Index("ix_deployments_organization_status", Deployment.organization_id, Deployment.status)

@@ -10,8 +10,9 @@ import schemas
 from models import Cluster, Role, User
 from services.access import locked_cluster, organization_as_member
 from services.errors import Conflict, flush_or_conflict
-from services.scheduling import reserved_of, schedule_locked_cluster
-from services.views import Usage, cluster_read, cluster_usage, cluster_view
+from services.loading import Usage, cluster_usage, reserved_of
+from services.scheduling import schedule_locked_cluster
+from services.views import cluster_read, cluster_view
 from utils import get_settings
 
 

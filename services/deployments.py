@@ -26,20 +26,22 @@ from models import (
 from services.access import cluster_in, find_cluster, organization_as_member, visible_deployment
 from services.clusters import exceeding
 from services.errors import Conflict, Invalid
-from services.scheduling import (
+from services.loading import (
     DEAD,
     FINISHED_VALUES,
     PENDING,
     RUNNING,
     capacity_of,
-    finish,
-    finish_due,
     job_of,
     policy,
+    starvation_guard,
+)
+from services.scheduling import (
+    finish,
+    finish_due,
     record,
     schedule_locked_cluster,
     schedule_new,
-    starvation_guard,
 )
 from services.views import deployment_views, queue_of
 from utils import get_settings, utcnow
@@ -90,7 +92,8 @@ def create_deployment(
     running = schedule_new(session, cluster, deployment, now)
     session.flush()
     session.refresh(deployment)  # the pass wrote its state with bulk updates
-    return deployment_views(session, [deployment], now, {cluster.id: running})[0]
+    known = {cluster.id: running} if running is not None else None
+    return deployment_views(session, [deployment], now, known)[0]
 
 
 def list_deployments(

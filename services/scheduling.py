@@ -1,9 +1,10 @@
-"""Scheduling passes (SPEC §5) as the database sees them: a cluster loaded into the
-scheduler's types, plans applied with their events, dependencies settled, the periodic
-passes of the background loop, and the passes a commit makes due in other clusters.
+"""Scheduling passes (SPEC §5) as the database sees them: plans applied with their events,
+dependencies settled, the periodic passes of the background loop, and the passes a commit
+makes due in other clusters.
 
-`scheduler.py` decides; this module loads what it needs, in the transaction of the change
-that triggered the pass and under that cluster's row lock, and writes the decisions back.
+`scheduler.py` decides; `services.loading` gives it the cluster; this module runs the pass
+in the transaction of the change that triggered it, under that cluster's row lock, and
+writes the decisions back.
 Every change to a deployment row happens under the lock of the deployment's own cluster,
 and a transaction holds at most one cluster lock.
 """
@@ -14,25 +15,35 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 import scheduler
 from database import lock_cluster, try_lock_cluster
 from metrics import PASS_SECONDS
-from models import FINISHED, Cluster, Deployment, DeploymentDependency, DeploymentEvent
+from models import Cluster, Deployment, DeploymentDependency, DeploymentEvent
 from models import DeploymentStatus as Status
-from utils import get_settings, utcnow
+from services.loading import (
+    DEAD,
+    PENDING,
+    RUNNING,
+    UNFINISHED,
+    cluster_usage,
+    job_of,
+    policy,
+    queue_fetcher,
+    running_jobs,
+    shape_of,
+    starvation_guard,
+)
+from utils import utcnow
 
 logger = logging.getLogger(__name__)
 
-RUNNING, PENDING = Status.running.value, Status.pending.value
-UNFINISHED = (PENDING, RUNNING)
-FINISHED_VALUES = tuple(status.value for status in FINISHED)
-DEAD = (Status.failed.value, Status.cancelled.value)
 # How many queued deployments a pass loads at a time. After a pass the queue is stable, so a
 # pass only ever needs the few that could start; this bounds the work when many suddenly can.
 CANDIDATE_BATCH = 64
@@ -45,42 +56,6 @@ SETTLED = "hypervisor.settled"  # `session.info` key: how many this transaction 
 # A bound on the passes one commit sets off down chains across clusters; the loop
 # catches whatever remains within one interval.
 MAX_PASSES_AFTER_COMMIT = 100
-
-
-# --- queue order: defined once, as SQL ------------------------------------------------------
-
-# SPEC §5 step 3, the same order as `scheduler.order_key`: priority descending, first
-# submission, id.
-QUEUE_ORDER = (Deployment.priority.desc(), Deployment.created_at, Deployment.id)
-
-
-def ranked_after(priority: int, submitted_at: Any, deployment_id: int) -> ColumnElement[bool]:
-    """Deployments placed after (priority, submitted_at, id) in `QUEUE_ORDER`."""
-    return or_(
-        Deployment.priority < priority,
-        and_(Deployment.priority == priority, Deployment.created_at > submitted_at),
-        and_(
-            Deployment.priority == priority,
-            Deployment.created_at == submitted_at,
-            Deployment.id > deployment_id,
-        ),
-    )
-
-
-def ranked_before(deployment: Deployment) -> ColumnElement[bool]:
-    """Deployments placed before this one in `QUEUE_ORDER`."""
-    return or_(
-        Deployment.priority > deployment.priority,
-        and_(
-            Deployment.priority == deployment.priority,
-            Deployment.created_at < deployment.created_at,
-        ),
-        and_(
-            Deployment.priority == deployment.priority,
-            Deployment.created_at == deployment.created_at,
-            Deployment.id < deployment.id,
-        ),
-    )
 
 
 # --- units of work ---------------------------------------------------------------------------
@@ -153,136 +128,6 @@ def _clusters_with_work() -> Any:
     return select(Cluster.id).where(or_(timed.exists(), waiting.exists()))
 
 
-# --- a cluster in the scheduler's types ------------------------------------------------------
-
-
-def policy() -> scheduler.Policy:
-    """The scheduling knobs of the running process."""
-    settings = get_settings()
-    return scheduler.Policy(
-        starvation_seconds=settings.starvation_seconds,
-        preemption_grace_seconds=settings.preemption_grace_seconds,
-    )
-
-
-_JOB_COLUMNS = (
-    Deployment.id,
-    Deployment.priority,
-    Deployment.required_cpu,
-    Deployment.required_ram,
-    Deployment.required_gpu,
-    Deployment.created_at,
-    Deployment.waiting_since,
-    Deployment.started_at,
-    Deployment.duration_seconds,
-    Deployment.saved_seconds,
-    Deployment.checkpointed_at,
-)
-
-
-def job_of(row: Any) -> scheduler.Job:
-    """A deployment (a row or an ORM object with the same columns) as the scheduler sees it."""
-    started_at, checkpointed_at = row.started_at, row.checkpointed_at
-    return scheduler.Job(
-        id=row.id,
-        priority=row.priority,
-        request=scheduler.Resources(row.required_cpu, row.required_ram, row.required_gpu),
-        submitted_at=row.created_at.timestamp(),
-        waiting_since=row.waiting_since.timestamp(),
-        started_at=started_at.timestamp() if started_at is not None else None,
-        duration_seconds=row.duration_seconds,
-        saved_seconds=row.saved_seconds or 0.0,
-        checkpointed_at=checkpointed_at.timestamp() if checkpointed_at is not None else None,
-    )
-
-
-def shape_of(cluster: Cluster) -> scheduler.Cluster:
-    """The cluster's capacity and reservations."""
-    return scheduler.Cluster(total=capacity_of(cluster), reserved=reserved_of(cluster))
-
-
-def capacity_of(cluster: Cluster) -> scheduler.Resources:
-    """The cluster's total capacity (what no request may ever exceed)."""
-    return scheduler.Resources(cluster.total_cpu, cluster.total_ram, cluster.total_gpu)
-
-
-def reserved_of(cluster: Cluster) -> scheduler.Resources:
-    """What reservations hold of the cluster."""
-    return scheduler.Resources(cluster.reserved_cpu, cluster.reserved_ram, cluster.reserved_gpu)
-
-
-def running_jobs(session: Session, cluster_id: int) -> list[scheduler.Job]:
-    """The cluster's running deployments."""
-    rows = session.execute(
-        select(*_JOB_COLUMNS).where(
-            Deployment.cluster_id == cluster_id, Deployment.status == RUNNING
-        )
-    ).all()
-    return [job_of(row) for row in rows]
-
-
-def _queued(cluster_id: int) -> Any:
-    return select(*_JOB_COLUMNS).where(
-        Deployment.cluster_id == cluster_id,
-        Deployment.status == PENDING,
-        Deployment.eligible.is_(True),
-    )
-
-
-def _fits(limit: scheduler.Resources) -> tuple[ColumnElement[bool], ...]:
-    return (
-        Deployment.required_cpu <= limit.cpu,
-        Deployment.required_ram <= limit.ram,
-        Deployment.required_gpu <= limit.gpu,
-    )
-
-
-def starvation_guard(
-    session: Session, cluster: Cluster, now: datetime, policy: scheduler.Policy
-) -> scheduler.Job | None:
-    """The first deployment in queue order that has starved and could ever fit, if any."""
-    cutoff = now - timedelta(seconds=policy.starvation_seconds)
-    row = session.execute(
-        _queued(cluster.id)
-        .where(Deployment.waiting_since < cutoff, *_fits(capacity_of(cluster)))
-        .order_by(*QUEUE_ORDER)
-        .limit(1)
-    ).first()
-    return job_of(row) if row is not None else None
-
-
-def _fetcher(session: Session, cluster: Cluster) -> scheduler.Fetch:
-    """The scheduler's view of this cluster's queue: the next eligible pending deployments
-    in order that could start under the given bounds, or that starve and fit the cluster."""
-
-    def fetch(
-        bounds: list[scheduler.Band],
-        starving_before: float,
-        after: scheduler.Job | None,
-        limit: int | None,
-    ) -> list[scheduler.Job]:
-        could_start = [
-            and_(Deployment.priority.between(low, high), *_fits(limit_))
-            for low, high, limit_ in bounds
-        ]
-        starving = and_(
-            Deployment.waiting_since < datetime.fromtimestamp(starving_before, UTC),
-            *_fits(capacity_of(cluster)),
-        )
-        statement = _queued(cluster.id).where(or_(*could_start, starving))
-        if after is not None:
-            # The cursor may be a job this fetch never returned (a victim of this pass that
-            # preempted in turn), so its exact place comes from its row, not from memory.
-            submitted = select(Deployment.created_at).where(Deployment.id == after.id)
-            statement = statement.where(
-                ranked_after(after.priority, submitted.scalar_subquery(), after.id)
-            )
-        rows = session.execute(statement.order_by(*QUEUE_ORDER).limit(limit)).all()
-        return [job_of(row) for row in rows]
-
-    return fetch
-
-
 # --- passes ----------------------------------------------------------------------------------
 
 
@@ -306,7 +151,7 @@ def schedule_locked_cluster(
     running = apply_plan(session, cluster, finishing, now)
     resolve_ready(session, cluster, now)
     plan = scheduler.run_pass_incrementally(
-        shape, running, now.timestamp(), _fetcher(session, cluster), rules, CANDIDATE_BATCH
+        shape, running, now.timestamp(), queue_fetcher(session, cluster), rules, CANDIDATE_BATCH
     )
     running = apply_plan(session, cluster, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
@@ -315,8 +160,8 @@ def schedule_locked_cluster(
 
 def schedule_new(
     session: Session, cluster: Cluster, deployment: Deployment, now: datetime
-) -> list[scheduler.Job]:
-    """The pass after a create; returns the running jobs after it.
+) -> list[scheduler.Job] | None:
+    """The pass after a create; returns the running jobs after it when it loaded them.
 
     The queue was stable after the last pass, so usually only the new deployment (and the
     starving one that may hold it back) can start. Unless time made room or work since
@@ -326,14 +171,24 @@ def schedule_new(
     started = time.perf_counter()
     session.flush()
     rules, shape = policy(), shape_of(cluster)
-    running = running_jobs(session, cluster.id)
-    due = scheduler.run_pass(shape, running, [], now.timestamp(), rules).completed
-    if due or resolve_ready(session, cluster, now) or rules.preemption_grace_seconds > 0:
+    if _any_due(session, cluster, now) or resolve_ready(session, cluster, now):
         return schedule_locked_cluster(session, cluster, now)
-    candidates = [job_of(deployment)] if deployment.eligible else []
+    if rules.preemption_grace_seconds > 0:
+        return schedule_locked_cluster(session, cluster, now)
+    job = job_of(deployment)
     guard = starvation_guard(session, cluster, now, rules)
-    if guard is not None and guard.id != deployment.id:
+    held_back = guard is not None and guard.id != deployment.id
+    if deployment.eligible and not held_back:
+        # What fits in free capacity needs only the usage aggregate, not the running set.
+        held = cluster_usage(session, [cluster.id])[cluster.id].held
+        if job.request.fits_in(shape.total - shape.reserved - held):
+            _start(session, [job], now)
+            PASS_SECONDS.observe(time.perf_counter() - started)
+            return None
+    candidates = [job] if deployment.eligible else []
+    if guard is not None and held_back:
         candidates.append(guard)
+    running = running_jobs(session, cluster.id)
     plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), rules)
     running_after = apply_plan(session, cluster, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
@@ -354,12 +209,7 @@ def apply_plan(
     if plan.preempted:
         _record_preemptions(session, cluster, plan, now)
     if plan.started:
-        session.execute(
-            update(Deployment)
-            .where(Deployment.id.in_(plan.started))
-            .values(status=RUNNING, started_at=now, checkpointed_at=None)
-        )
-        record(session, plan.started, "started", "started", now)
+        _start(session, [job for job in plan.running if job.id in set(plan.started)], now)
     if plan.started or plan.preempted or plan.completed:
         logger.debug(
             "pass applied cluster_id=%s started=%s preempted=%s completed=%s",
@@ -369,6 +219,30 @@ def apply_plan(
             len(plan.completed),
         )
     return plan.running
+
+
+def _start(session: Session, jobs: list[scheduler.Job], now: datetime) -> None:
+    """Mark these jobs running since `now`, each with the end its duration and saved
+    work give it."""
+
+    def ends_at(job: scheduler.Job) -> datetime | None:
+        end = scheduler.ends_at_of(replace(job, started_at=now.timestamp(), checkpointed_at=None))
+        return datetime.fromtimestamp(end, UTC) if end is not None else None
+
+    session.execute(
+        update(Deployment),
+        [
+            {
+                "id": job.id,
+                "status": RUNNING,
+                "started_at": now,
+                "checkpointed_at": None,
+                "ends_at": ends_at(job),
+            }
+            for job in jobs
+        ],
+    )
+    record(session, [job.id for job in jobs], "started", "started", now)
 
 
 def _record_preemptions(
@@ -409,6 +283,16 @@ def _record_preemptions(
     cluster.lost_cpu_seconds += lost["cpu"]
     cluster.lost_ram_seconds += lost["ram"]
     cluster.lost_gpu_seconds += lost["gpu"]
+
+
+def _any_due(session: Session, cluster: Cluster, now: datetime) -> bool:
+    """True if a running timed deployment of the cluster has reached its end."""
+    due = select(Deployment.id).where(
+        Deployment.cluster_id == cluster.id,
+        Deployment.status == RUNNING,
+        Deployment.ends_at <= now,
+    )
+    return session.scalar(due.limit(1)) is not None
 
 
 def finish_due(session: Session, cluster: Cluster, now: datetime) -> bool:

@@ -8,7 +8,7 @@ passes never rewrite every queued row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session, aliased
 import scheduler
 import schemas
 from models import Cluster, Deployment, DeploymentDependency, Organization, User
-from services.scheduling import (
+from services.loading import (
     PENDING,
     QUEUE_ORDER,
-    RUNNING,
     UNFINISHED,
+    Usage,
+    cluster_usage,
     job_of,
     policy,
     ranked_before,
@@ -29,45 +30,6 @@ from services.scheduling import (
     shape_of,
     starvation_guard,
 )
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What running deployments of one cluster hold, summed from the rows themselves."""
-
-    cpu: int = 0
-    ram: int = 0
-    gpu: int = 0
-    running: int = 0
-    pending: int = 0
-
-
-def cluster_usage(session: Session, cluster_ids: list[int] | None = None) -> dict[int, Usage]:
-    """Per cluster (these, or every cluster with None): requests of running deployments
-    summed, and running/pending counts. Allocation is always derived from this."""
-    usage = {cluster_id: Usage() for cluster_id in cluster_ids or []}
-    statement = select(
-        Deployment.cluster_id,
-        Deployment.status,
-        func.count(),
-        func.coalesce(func.sum(Deployment.required_cpu), 0),
-        func.coalesce(func.sum(Deployment.required_ram), 0),
-        func.coalesce(func.sum(Deployment.required_gpu), 0),
-    ).where(Deployment.status.in_(UNFINISHED))
-    if cluster_ids is not None:
-        if not cluster_ids:
-            return usage
-        statement = statement.where(Deployment.cluster_id.in_(cluster_ids))
-    rows = session.execute(statement.group_by(Deployment.cluster_id, Deployment.status)).all()
-    for cluster_id, status, count, cpu, ram, gpu in rows:
-        current = usage.get(cluster_id, Usage())
-        if status == RUNNING:
-            usage[cluster_id] = replace(
-                current, cpu=int(cpu), ram=int(ram), gpu=int(gpu), running=int(count)
-            )
-        else:
-            usage[cluster_id] = replace(current, pending=int(count))
-    return usage
 
 
 def cluster_view(session: Session, cluster: Cluster) -> schemas.ClusterRead:

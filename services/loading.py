@@ -1,0 +1,235 @@
+"""A cluster as the scheduler sees it: its shape, its running and queued deployments as
+`scheduler.Job`s, the starvation guard, the queue order in SQL, and what running work
+holds (the one usage aggregate, which views and metrics reuse).
+
+Loading is read-only; `services.scheduling` runs passes over what this loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+import scheduler
+from models import FINISHED, Cluster, Deployment
+from models import DeploymentStatus as Status
+from utils import get_settings
+
+RUNNING, PENDING = Status.running.value, Status.pending.value
+UNFINISHED = (PENDING, RUNNING)
+FINISHED_VALUES = tuple(status.value for status in FINISHED)
+DEAD = (Status.failed.value, Status.cancelled.value)
+
+
+# --- queue order: defined once, as SQL ------------------------------------------------------
+
+# SPEC §5 step 3, the same order as `scheduler.order_key`: priority descending, first
+# submission, id.
+QUEUE_ORDER = (Deployment.priority.desc(), Deployment.created_at, Deployment.id)
+
+
+def ranked_after(priority: int, submitted_at: Any, deployment_id: int) -> ColumnElement[bool]:
+    """Deployments placed after (priority, submitted_at, id) in `QUEUE_ORDER`."""
+    return or_(
+        Deployment.priority < priority,
+        and_(Deployment.priority == priority, Deployment.created_at > submitted_at),
+        and_(
+            Deployment.priority == priority,
+            Deployment.created_at == submitted_at,
+            Deployment.id > deployment_id,
+        ),
+    )
+
+
+def ranked_before(deployment: Deployment) -> ColumnElement[bool]:
+    """Deployments placed before this one in `QUEUE_ORDER`."""
+    return or_(
+        Deployment.priority > deployment.priority,
+        and_(
+            Deployment.priority == deployment.priority,
+            Deployment.created_at < deployment.created_at,
+        ),
+        and_(
+            Deployment.priority == deployment.priority,
+            Deployment.created_at == deployment.created_at,
+            Deployment.id < deployment.id,
+        ),
+    )
+
+
+# --- a cluster in the scheduler's types ------------------------------------------------------
+
+
+def policy() -> scheduler.Policy:
+    """The scheduling knobs of the running process."""
+    settings = get_settings()
+    return scheduler.Policy(
+        starvation_seconds=settings.starvation_seconds,
+        preemption_grace_seconds=settings.preemption_grace_seconds,
+    )
+
+
+_JOB_COLUMNS = (
+    Deployment.id,
+    Deployment.priority,
+    Deployment.required_cpu,
+    Deployment.required_ram,
+    Deployment.required_gpu,
+    Deployment.created_at,
+    Deployment.waiting_since,
+    Deployment.started_at,
+    Deployment.duration_seconds,
+    Deployment.saved_seconds,
+    Deployment.checkpointed_at,
+)
+
+
+def job_of(row: Any) -> scheduler.Job:
+    """A deployment (a row or an ORM object with the same columns) as the scheduler sees it."""
+    started_at, checkpointed_at = row.started_at, row.checkpointed_at
+    return scheduler.Job(
+        id=row.id,
+        priority=row.priority,
+        request=scheduler.Resources(row.required_cpu, row.required_ram, row.required_gpu),
+        submitted_at=row.created_at.timestamp(),
+        waiting_since=row.waiting_since.timestamp(),
+        started_at=started_at.timestamp() if started_at is not None else None,
+        duration_seconds=row.duration_seconds,
+        saved_seconds=row.saved_seconds or 0.0,
+        checkpointed_at=checkpointed_at.timestamp() if checkpointed_at is not None else None,
+    )
+
+
+def shape_of(cluster: Cluster) -> scheduler.Cluster:
+    """The cluster's capacity and reservations."""
+    return scheduler.Cluster(total=capacity_of(cluster), reserved=reserved_of(cluster))
+
+
+def capacity_of(cluster: Cluster) -> scheduler.Resources:
+    """The cluster's total capacity (what no request may ever exceed)."""
+    return scheduler.Resources(cluster.total_cpu, cluster.total_ram, cluster.total_gpu)
+
+
+def reserved_of(cluster: Cluster) -> scheduler.Resources:
+    """What reservations hold of the cluster."""
+    return scheduler.Resources(cluster.reserved_cpu, cluster.reserved_ram, cluster.reserved_gpu)
+
+
+def running_jobs(session: Session, cluster_id: int) -> list[scheduler.Job]:
+    """The cluster's running deployments."""
+    rows = session.execute(
+        select(*_JOB_COLUMNS).where(
+            Deployment.cluster_id == cluster_id, Deployment.status == RUNNING
+        )
+    ).all()
+    return [job_of(row) for row in rows]
+
+
+def _queued(cluster_id: int) -> Any:
+    return select(*_JOB_COLUMNS).where(
+        Deployment.cluster_id == cluster_id,
+        Deployment.status == PENDING,
+        Deployment.eligible.is_(True),
+    )
+
+
+def _fits(limit: scheduler.Resources) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Deployment.required_cpu <= limit.cpu,
+        Deployment.required_ram <= limit.ram,
+        Deployment.required_gpu <= limit.gpu,
+    )
+
+
+def starvation_guard(
+    session: Session, cluster: Cluster, now: datetime, policy: scheduler.Policy
+) -> scheduler.Job | None:
+    """The first deployment in queue order that has starved and could ever fit, if any."""
+    cutoff = now - timedelta(seconds=policy.starvation_seconds)
+    row = session.execute(
+        _queued(cluster.id)
+        .where(Deployment.waiting_since < cutoff, *_fits(capacity_of(cluster)))
+        .order_by(*QUEUE_ORDER)
+        .limit(1)
+    ).first()
+    return job_of(row) if row is not None else None
+
+
+def queue_fetcher(session: Session, cluster: Cluster) -> scheduler.Fetch:
+    """The scheduler's view of this cluster's queue: the next eligible pending deployments
+    in order that could start under the given bounds, or that starve and fit the cluster."""
+
+    def fetch(
+        bounds: list[scheduler.Band],
+        starving_before: float,
+        after: scheduler.Job | None,
+        limit: int | None,
+    ) -> list[scheduler.Job]:
+        could_start = [
+            and_(Deployment.priority.between(low, high), *_fits(limit_))
+            for low, high, limit_ in bounds
+        ]
+        starving = and_(
+            Deployment.waiting_since < datetime.fromtimestamp(starving_before, UTC),
+            *_fits(capacity_of(cluster)),
+        )
+        statement = _queued(cluster.id).where(or_(*could_start, starving))
+        if after is not None:
+            # The cursor may be a job this fetch never returned (a victim of this pass that
+            # preempted in turn), so its exact place comes from its row, not from memory.
+            submitted = select(Deployment.created_at).where(Deployment.id == after.id)
+            statement = statement.where(
+                ranked_after(after.priority, submitted.scalar_subquery(), after.id)
+            )
+        rows = session.execute(statement.order_by(*QUEUE_ORDER).limit(limit)).all()
+        return [job_of(row) for row in rows]
+
+    return fetch
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What running deployments of one cluster hold, summed from the rows themselves."""
+
+    cpu: int = 0
+    ram: int = 0
+    gpu: int = 0
+    running: int = 0
+    pending: int = 0
+
+    @property
+    def held(self) -> scheduler.Resources:
+        """The requests of the running deployments, summed."""
+        return scheduler.Resources(self.cpu, self.ram, self.gpu)
+
+
+def cluster_usage(session: Session, cluster_ids: list[int] | None = None) -> dict[int, Usage]:
+    """Per cluster (these, or every cluster with None): requests of running deployments
+    summed, and running/pending counts. Allocation is always derived from this."""
+    usage = {cluster_id: Usage() for cluster_id in cluster_ids or []}
+    statement = select(
+        Deployment.cluster_id,
+        Deployment.status,
+        func.count(),
+        func.coalesce(func.sum(Deployment.required_cpu), 0),
+        func.coalesce(func.sum(Deployment.required_ram), 0),
+        func.coalesce(func.sum(Deployment.required_gpu), 0),
+    ).where(Deployment.status.in_(UNFINISHED))
+    if cluster_ids is not None:
+        if not cluster_ids:
+            return usage
+        statement = statement.where(Deployment.cluster_id.in_(cluster_ids))
+    rows = session.execute(statement.group_by(Deployment.cluster_id, Deployment.status)).all()
+    for cluster_id, status, count, cpu, ram, gpu in rows:
+        current = usage.get(cluster_id, Usage())
+        if status == RUNNING:
+            usage[cluster_id] = replace(
+                current, cpu=int(cpu), ram=int(ram), gpu=int(gpu), running=int(count)
+            )
+        else:
+            usage[cluster_id] = replace(current, pending=int(count))
+    return usage
