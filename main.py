@@ -21,7 +21,7 @@ from middleware import (
     RetryAbortedTransactionsMiddleware,
     rate_limit_enabled,
 )
-from routes import clusters, deployments, operations, organizations, users
+from routes import clusters, deployments, docs, operations, organizations, users
 from utils import Settings, configure_logging, get_settings, use_settings
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 app.state.engine.dispose()
             logger.info("hypervisor stopped")
 
-    app = FastAPI(title="Hypervisor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Hypervisor",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=None,  # served by _serve_docs_offline, with the docs
+        docs_url=None,
+        redoc_url=None,
+    )
+    _serve_docs_offline(app)
     for router in (
         users.router,
         organizations.router,
@@ -99,6 +108,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     return app
+
+
+def _serve_docs_offline(app: FastAPI) -> None:
+    """/openapi.json and Swagger UI at /docs from files installed with the service, so the
+    page renders on a machine without internet (FastAPI's own docs load from a CDN)."""
+    app.include_router(docs.router)
 
 
 async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) -> None:

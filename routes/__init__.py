@@ -17,6 +17,7 @@ from utils import Settings, get_settings, user_id_from_token
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/user/login")
 
+
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back on error
     (`services.transaction`, which also runs the passes the commit made due elsewhere).

@@ -1,0 +1,69 @@
+"""/docs as a newcomer meets it, in a real browser on a machine without internet: Swagger UI
+renders from files the service serves itself, and its Authorize dialog logs in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2 as httpx
+from live_server import LiveServer, offline_page, require_browser
+
+PASSWORD = "correct horse battery"
+# Swagger UI's colour for POST operations, from its stylesheet: the CSS was applied.
+SWAGGER_POST_GREEN = "rgb(73, 204, 144)"
+
+
+def test_docs_render_offline_and_the_authorize_dialog_asks_only_username_and_password(
+    tmp_path: Path,
+) -> None:
+    require_browser()
+    blocked: list[str] = []
+    requested: list[str] = []
+    page_errors: list[str] = []
+    with LiveServer(tmp_path) as server, offline_page(blocked) as page:
+        httpx.post(
+            f"{server.url}/user/register", json={"username": "alice", "password": PASSWORD}
+        ).raise_for_status()
+        page.on("request", lambda request: requested.append(request.url))
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+
+        page.goto(f"{server.url}/docs")
+        create = page.locator(".opblock-summary-path", has_text="/deployment/create")
+        create.wait_for()
+        operations = page.locator(".opblock-summary-path").all_inner_texts()
+        post_colour = page.evaluate(
+            "getComputedStyle(document.querySelector('.opblock-post')).borderColor"
+        )
+
+        page.locator(".auth-wrapper button.authorize").click()
+        dialog = page.locator(".dialog-ux")
+        visible = _visible_fields(dialog)
+        dialog.locator("#oauth_username").fill("alice")
+        dialog.locator("#oauth_password").fill(PASSWORD)
+        dialog.locator("button.modal-btn.authorize").click()
+        logout = dialog.locator("button.modal-btn", has_text="Logout")
+        logout.wait_for()
+        page.screenshot(path=str(tmp_path / "docs.png"))
+
+    assert blocked == []
+    assert all(urlsplit(url).hostname == "127.0.0.1" for url in requested), requested
+    assert {urlsplit(url).path for url in requested} >= {
+        "/docs",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/openapi.json",
+    }
+    assert page_errors == []
+    assert "/deployment/create" in [text.replace("\u200b", "") for text in operations]
+    assert post_colour == SWAGGER_POST_GREEN
+    assert visible == ["oauth_username", "oauth_password"]
+    assert (tmp_path / "docs.png").stat().st_size > 0
+
+
+def _visible_fields(dialog: Any) -> list[str]:
+    """The ids of the dialog's inputs and selects a person can see."""
+    fields = dialog.locator("input, select")
+    fields.first.wait_for()
+    return [field.get_attribute("id") for field in fields.all() if field.is_visible()]
