@@ -140,6 +140,13 @@ app = create_app()
 if __name__ == "__main__":
     settings = get_settings()
     configure_logging(settings.log_level)
+    # log_config=None: uvicorn installs no handlers of its own, so its lines propagate to
+    # the root handler above and share its key=value format.
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
     )
