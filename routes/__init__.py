@@ -16,7 +16,11 @@ from models import User
 from schemas import MAX_ID, NAME_PATTERN
 from utils import Settings, get_settings, user_id_from_token
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/user/login")
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/user/login",
+    scheme_name="Hypervisor account",
+    description="Your username and password: Swagger UI logs in and sends the token for you.",
+)
 
 
 def get_session(request: Request) -> Iterator[Session]:
