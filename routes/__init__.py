@@ -86,6 +86,7 @@ FORBIDDEN = error(
     "this needs the admin role in 'acme-ml'; you are developer",
 )
 NOT_FOUND = error("Not found, or not visible to you", "organization 'acme-ml' not found")
+CONFLICT = conflict("deployment 3 is already cancelled")  # for a route without its own message
 BAD_REQUEST = error("Invalid or expired invite code", "invalid or expired invite code")
 RATE_LIMITED = error(
     "Too many requests; retry after the Retry-After seconds",
