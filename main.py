@@ -23,7 +23,7 @@ from middleware import (
     is_retryable,
     rate_limit_enabled,
 )
-from routes import clusters, deployments, operations, organizations, users
+from routes import clusters, deployments, docs, operations, organizations, users
 from utils import Settings, configure_logging, get_settings, signing_key, use_settings
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 app.state.engine.dispose()
             logger.info("hypervisor stopped")
 
-    app = FastAPI(title="Hypervisor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Hypervisor",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=None,  # served by _serve_docs_offline, with the docs
+        docs_url=None,
+        redoc_url=None,
+    )
+    _serve_docs_offline(app)
     for router in (
         users.router,
         organizations.router,
@@ -126,6 +135,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     return app
 
 
+def _serve_docs_offline(app: FastAPI) -> None:
+    """/openapi.json and Swagger UI at /docs from files installed with the service, so the
+    page renders on a machine without internet (FastAPI's own docs load from a CDN)."""
+    app.include_router(docs.router)
+
+
 async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) -> None:
     """Every interval: end elapsed deployments and re-run passes (SPEC §5), off the event
     loop's thread, with sessions of its own. Returns between ticks once `stop` is set."""
@@ -150,6 +165,13 @@ app = create_app()
 if __name__ == "__main__":
     settings = get_settings()
     configure_logging(settings.log_level)
+    # log_config=None: uvicorn installs no handlers of its own, so its lines propagate to
+    # the root handler above and share its key=value format.
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
     )

@@ -1,9 +1,15 @@
-"""Pydantic v2 request and response bodies; every bound of SPEC §1 lives here."""
+"""Pydantic v2 request and response bodies; every bound on names, units and ids lives here.
+
+Each body carries an example (`examples` in its JSON schema) that Swagger UI shows and
+pre-fills: request examples work as they are right after the README's walkthrough (org
+`acme-ml`, cluster `gpu-a`, users `alice` and `bob`); response examples are answers
+recorded from it.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -34,42 +40,113 @@ class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def example(*examples: dict[str, Any]) -> ConfigDict:
+    """The config that gives a body's JSON schema these `examples` (the first is pre-filled)."""
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class ErrorMessage(BaseModel):
+    """A refusal: `detail` says in a sentence what was wrong."""
+
+    model_config = example({"detail": "cluster 'gpu-a' not found in 'acme-ml'"})
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    """One field that failed validation: where, why, and the offending value."""
+
+    loc: list[str | int] = Field(description="Where: body, path or query, then the field")
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrors(BaseModel):
+    """A request that does not validate: one entry per problem."""
+
+    model_config = example(
+        {
+            "detail": [
+                {
+                    "type": "greater_than_equal",
+                    "loc": ["body", "required_gpu"],
+                    "msg": "Input should be greater than or equal to 0",
+                    "input": -1,
+                    "ctx": {"ge": 0},
+                }
+            ]
+        }
+    )
+
+    detail: list[ValidationIssue]
+
+
 # --- users -----------------------------------------------------------------------------------
 
 
 class UserRegister(Input):
+    model_config = example({"username": "carol", "password": "a long enough passphrase"})
+
     username: Username
     password: Password
 
 
 class UserRead(Output):
+    model_config = example({"id": 3, "username": "carol", "created_at": "2026-12-01T09:30:00Z"})
+
     id: int
     username: str
     created_at: datetime
 
 
 class Token(Output):
+    model_config = example(
+        {
+            "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwiaWF0IjoxNzk2"
+            "NzE1MDAwLCJleHAiOjE3OTY3MTg2MDB9.q1Y9bV0m3Lx2XcR8k6wZ5nJtP4sHfA7dGeU0oIyTb1E",
+            "token_type": "bearer",
+            "expires_in": 3600,
+        }
+    )
+
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="Seconds until the token expires.")
 
 
 class OrganizationRole(Output):
+    model_config = example({"name": "acme-ml", "role": "admin"})
+
     name: str
     role: RoleName
 
 
 class Me(Output):
+    model_config = example(
+        {"id": 1, "username": "alice", "organizations": [{"name": "acme-ml", "role": "admin"}]}
+    )
+
     id: int
     username: str
     organizations: list[OrganizationRole]
 
 
 class JoinRequest(Input):
-    invite_code: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
+    model_config = example({"invite_code": "WEFj0ZHpccVFed_oFb6Dhw"})
+
+    invite_code: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)] = (
+        Field(description="The code an admin reads at GET /organization/get-invite-code/{org}")
+    )
 
 
 class JoinResult(Output):
+    model_config = example({"organization": "acme-ml", "role": "developer"})
+
     organization: str
     role: RoleName
 
@@ -78,10 +155,23 @@ class JoinResult(Output):
 
 
 class OrganizationCreate(Input):
+    model_config = example({"name": "acme-research"})
+
     name: OrganizationName
 
 
 class OrganizationCreated(Output):
+    model_config = example(
+        {
+            "id": 1,
+            "name": "acme-ml",
+            "invite_code": "WEFj0ZHpccVFed_oFb6Dhw",
+            "invite_role": "developer",
+            "invite_expires_at": "2026-12-08T09:00:00Z",
+            "created_at": "2026-12-01T09:00:00Z",
+        }
+    )
+
     id: int
     name: str
     invite_code: str
@@ -91,28 +181,54 @@ class OrganizationCreated(Output):
 
 
 class InviteCode(Output):
+    model_config = example(
+        {
+            "invite_code": "WEFj0ZHpccVFed_oFb6Dhw",
+            "role": "developer",
+            "expires_at": "2026-12-08T09:00:00Z",
+        }
+    )
+
     invite_code: str
     role: RoleName
     expires_at: datetime
 
 
 class InviteRotate(Input):
+    model_config = example({"role": "developer", "expires_in_hours": 168})
+
     role: RoleName = "developer"
     expires_in_hours: Annotated[int, Field(ge=1, le=720, strict=True)] = 168
 
 
 class Member(Output):
+    model_config = example(
+        {"username": "bob", "role": "developer", "joined_at": "2026-12-01T09:05:00Z"}
+    )
+
     username: str
     role: RoleName
     joined_at: datetime
 
 
 class MemberList(Output):
+    model_config = example(
+        {
+            "organization": "acme-ml",
+            "users": [
+                {"username": "alice", "role": "admin", "joined_at": "2026-12-01T09:00:00Z"},
+                {"username": "bob", "role": "developer", "joined_at": "2026-12-01T09:05:00Z"},
+            ],
+        }
+    )
+
     organization: str
     users: list[Member]
 
 
 class RoleUpdate(Input):
+    model_config = example({"role": "admin"})
+
     role: RoleName
 
 
@@ -134,16 +250,40 @@ class Capacity(Input):
 
 
 class ClusterCreate(Capacity):
+    model_config = example(
+        {
+            "name": "gpu-b",
+            "organization_name": "acme-ml",
+            "total_cpu": 32,
+            "total_ram": 256,
+            "total_gpu": 4,
+        }
+    )
+
     name: ClusterName
     organization_name: OrganizationName
 
 
 class ClusterResize(Capacity):
+    model_config = example(
+        {
+            "cluster_name": "gpu-a",
+            "organization_name": "acme-ml",
+            "total_cpu": 64,
+            "total_ram": 512,
+            "total_gpu": 8,
+        }
+    )
+
     cluster_name: ClusterName
     organization_name: OrganizationName
 
 
 class Reservation(Input):
+    model_config = example(
+        {"cluster_name": "gpu-a", "organization_name": "acme-ml", "cpu": 4, "ram": 32, "gpu": 0}
+    )
+
     cluster_name: ClusterName
     organization_name: OrganizationName
     cpu: Units
@@ -157,7 +297,34 @@ class Reservation(Input):
         return self
 
 
+CLUSTER_EXAMPLE: dict[str, Any] = {
+    "id": 1,
+    "name": "gpu-a",
+    "organization_name": "acme-ml",
+    "total_cpu": 32,
+    "total_ram": 256,
+    "total_gpu": 4,
+    "reserved_cpu": 0,
+    "reserved_ram": 0,
+    "reserved_gpu": 0,
+    "allocated_cpu": 8,
+    "allocated_ram": 64,
+    "allocated_gpu": 4,
+    "available_cpu": 24,
+    "available_ram": 192,
+    "available_gpu": 0,
+    "running": 1,
+    "pending": 1,
+    "created_at": "2026-12-01T09:10:00Z",
+}
+
+
 class ClusterRead(Output):
+    """A cluster's capacity: allocated = reserved + what running deployments request, and
+    available = total - allocated."""
+
+    model_config = example(CLUSTER_EXAMPLE)
+
     id: int
     name: str
     organization_name: str
@@ -179,6 +346,8 @@ class ClusterRead(Output):
 
 
 class ClusterList(Output):
+    model_config = example({"organization_name": "acme-ml", "clusters": [CLUSTER_EXAMPLE]})
+
     organization_name: str
     clusters: list[ClusterRead]
 
@@ -208,6 +377,21 @@ DeploymentStatusName = Literal["pending", "running", "completed", "failed", "can
 
 
 class DeploymentCreate(Input):
+    model_config = example(
+        {
+            "cluster_name": "gpu-a",
+            "organization_name": "acme-ml",
+            "name": "finetune-bert",
+            "docker_image": "ghcr.io/acme/train:1.0",
+            "required_cpu": 4,
+            "required_ram": 32,
+            "required_gpu": 1,
+            "priority": 0,
+            "depends_on": [],
+            "duration_seconds": 3600,
+        }
+    )
+
     cluster_name: ClusterName
     organization_name: OrganizationName
     docker_image: DockerImage = Field(examples=["ghcr.io/acme/model:1.0"])
@@ -229,21 +413,56 @@ class DeploymentCreate(Input):
 
 
 class StatusReport(Input):
+    model_config = example({"status": "completed", "message": "3 epochs done, model saved"})
+
     status: Literal["completed", "failed"]
     message: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
 
 
 class CheckpointReport(Input):
+    model_config = example({"message": "epoch 2 of 3 written to s3://acme-ckpt/train"})
+
     message: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
 
 
 class DeploymentEventRead(Output):
+    model_config = example(
+        {"at": "2026-12-01T09:21:00Z", "type": "preempted", "message": "preempted by deployment 3"}
+    )
+
     at: datetime
     type: str
     message: str
 
 
+DEPLOYMENT_EXAMPLE: dict[str, Any] = {
+    "id": 2,
+    "name": "eval-llm",
+    "cluster_name": "gpu-a",
+    "organization_name": "acme-ml",
+    "docker_image": "ghcr.io/acme/eval:1.0",
+    "required_cpu": 4,
+    "required_ram": 32,
+    "required_gpu": 2,
+    "priority": 1,
+    "status": "pending",
+    "reason": "needs 2 gpu, 0 available (4 used by 1 deployment of priority >= 1, 0 reserved)",
+    "queue_position": 1,
+    "depends_on": [],
+    "duration_seconds": None,
+    "preemption_count": 0,
+    "saved_seconds": 0.0,
+    "checkpointed_at": None,
+    "created_by": "bob",
+    "created_at": "2026-12-01T09:20:30Z",
+    "started_at": None,
+    "finished_at": None,
+}
+
+
 class DeploymentRead(Output):
+    model_config = example(DEPLOYMENT_EXAMPLE)
+
     id: int
     name: str | None
     cluster_name: str
@@ -272,15 +491,70 @@ class DeploymentRead(Output):
 
 
 class DeploymentDetail(DeploymentRead):
+    model_config = example(
+        {
+            **DEPLOYMENT_EXAMPLE,
+            "id": 1,
+            "name": "train-llm",
+            "docker_image": "ghcr.io/acme/train:1.0",
+            "required_cpu": 8,
+            "required_ram": 64,
+            "required_gpu": 4,
+            "status": "running",
+            "reason": None,
+            "queue_position": None,
+            "duration_seconds": 7200,
+            "preemption_count": 1,
+            "created_at": "2026-12-01T09:20:00Z",
+            "started_at": "2026-12-01T09:25:00Z",
+            "events": [
+                {"at": "2026-12-01T09:20:00Z", "type": "created", "message": "submitted by bob"},
+                {"at": "2026-12-01T09:20:00Z", "type": "started", "message": "started"},
+                {
+                    "at": "2026-12-01T09:21:00Z",
+                    "type": "preempted",
+                    "message": "preempted by deployment 3",
+                },
+                {
+                    "at": "2026-12-01T09:21:00Z",
+                    "type": "requeued",
+                    "message": "back in the queue at its original place",
+                },
+                {"at": "2026-12-01T09:25:00Z", "type": "started", "message": "started"},
+            ],
+        }
+    )
+
     events: list[DeploymentEventRead]
 
 
 class DeploymentList(Output):
+    model_config = example({"cluster_name": "gpu-a", "deployments": [DEPLOYMENT_EXAMPLE]})
+
     cluster_name: str
     deployments: list[DeploymentRead]
 
 
+QUEUE_ENTRY_EXAMPLE: dict[str, Any] = {
+    "deployment_id": 1,
+    "name": "train-llm",
+    "position": 1,
+    "priority": 1,
+    "required_cpu": 8,
+    "required_ram": 64,
+    "required_gpu": 4,
+    "reason": "preempted by deployment 3; needs 4 gpu, 0 available "
+    "(4 used by 1 deployment of priority >= 1, 0 reserved)",
+    "waiting_seconds": 12.5,
+    "eligible": True,
+    "preemption_count": 1,
+    "submitted_at": "2026-12-01T09:20:00Z",
+}
+
+
 class QueueEntry(Output):
+    model_config = example(QUEUE_ENTRY_EXAMPLE)
+
     deployment_id: int
     name: str | None
     position: int
@@ -298,5 +572,28 @@ class QueueEntry(Output):
 
 
 class Queue(Output):
+    model_config = example(
+        {
+            "cluster_name": "gpu-a",
+            "queue": [
+                QUEUE_ENTRY_EXAMPLE,
+                {
+                    **QUEUE_ENTRY_EXAMPLE,
+                    "deployment_id": 2,
+                    "name": "eval-llm",
+                    "position": 2,
+                    "required_cpu": 4,
+                    "required_ram": 32,
+                    "required_gpu": 2,
+                    "reason": "needs 2 gpu, 0 available "
+                    "(4 used by 1 deployment of priority >= 1, 0 reserved)",
+                    "waiting_seconds": 12.0,
+                    "preemption_count": 0,
+                    "submitted_at": "2026-12-01T09:20:30Z",
+                },
+            ],
+        }
+    )
+
     cluster_name: str
     queue: list[QueueEntry]

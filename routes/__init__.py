@@ -9,13 +9,18 @@ from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+import schemas
 import services
 from database import read_only
 from models import User
 from schemas import MAX_ID, NAME_PATTERN
 from utils import Settings, get_settings, user_id_from_token
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/user/login")
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/user/login",
+    scheme_name="Hypervisor account",
+    description="Your username and password: Swagger UI logs in and sends the token for you.",
+)
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -71,19 +76,59 @@ UsernamePath = Annotated[str, Path(min_length=3, max_length=32, pattern=NAME_PAT
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def _error(description: str) -> dict[str, Any]:
+def error(description: str, example: str) -> dict[str, Any]:
+    """A documented refusal: `{"detail": <sentence>}`, with a message the service really sends."""
     return {
         "description": description,
-        "content": {"application/json": {"example": {"detail": description}}},
+        "model": schemas.ErrorMessage,
+        "content": {"application/json": {"example": {"detail": example}}},
     }
 
 
-UNAUTHORIZED = _error("Missing, invalid or expired bearer token")
-FORBIDDEN = _error("Your role in the organization is too low")
-NOT_FOUND = _error("Not found, or not visible to you")
-CONFLICT = _error("Conflicts with the current state")
-BAD_REQUEST = _error("Invalid or expired invite code")
-RATE_LIMITED = _error("Too many requests; retry after the Retry-After seconds")
+def conflict(example: str) -> dict[str, Any]:
+    """A 409 with the message this endpoint sends."""
+    return error("Conflicts with the current state", example)
+
+
+UNAUTHORIZED = error("Missing, invalid or expired bearer token", "invalid or expired token")
+FORBIDDEN = error(
+    "Your role in the organization is too low",
+    "this needs the admin role in 'acme-ml'; you are developer",
+)
+NOT_FOUND = error("Not found, or not visible to you", "organization 'acme-ml' not found")
+CONFLICT = conflict("deployment 3 is already cancelled")  # for a route without its own message
+BAD_REQUEST = error("Invalid or expired invite code", "invalid or expired invite code")
+RATE_LIMITED = error(
+    "Too many requests; retry after the Retry-After seconds",
+    "rate limit of 600/minute exceeded; retry later",
+)
+INVALID: dict[str, Any] = {
+    "description": "The request does not validate: one entry per problem",
+    "model": schemas.ValidationErrors,
+}
+
+
+def invalid_or_refused(refusal: str) -> dict[str, Any]:
+    """A 422 of either shape: the validation list, or a sentence when the request is valid
+    but cannot be served (`refusal` is such a sentence this endpoint sends)."""
+    validation = schemas.ValidationErrors.model_json_schema()["examples"][0]
+    return {
+        "description": "The request does not validate (a list of problems), or cannot be served"
+        " as it is (a sentence)",
+        "model": schemas.ValidationErrors | schemas.ErrorMessage,
+        "content": {
+            "application/json": {
+                "examples": {
+                    "refused": {
+                        "summary": "Valid, but cannot be served",
+                        "value": {"detail": refusal},
+                    },
+                    "validation": {"summary": "Fails validation", "value": validation},
+                }
+            }
+        },
+    }
+
 
 Responses = dict[int | str, dict[str, Any]]
 AUTHENTICATED: Responses = {401: UNAUTHORIZED, 429: RATE_LIMITED}

@@ -9,17 +9,23 @@ from fastapi import APIRouter, Query
 import schemas
 import services
 from routes import (
-    CONFLICT,
+    INVALID,
     MEMBER,
     ROLE_CHECKED,
     ClusterNamePath,
     CurrentUser,
     IdPath,
     SessionDep,
+    conflict,
+    invalid_or_refused,
 )
 from schemas import NAME_PATTERN
 
 router = APIRouter(prefix="/deployment", tags=["deployments"])
+
+AMBIGUOUS_CLUSTER = invalid_or_refused(
+    "several of your organizations have a cluster 'gpu-a': pass ?organization_name= to choose one"
+)
 
 OrganizationQuery = Annotated[
     str | None,
@@ -32,7 +38,18 @@ OrganizationQuery = Annotated[
 ]
 
 
-@router.post("/create", status_code=201, responses={**ROLE_CHECKED, 409: CONFLICT})
+@router.post(
+    "/create",
+    status_code=201,
+    summary="Submit a deployment",
+    responses={
+        **ROLE_CHECKED,
+        422: invalid_or_refused(
+            "the request exceeds the cluster's total capacity and could never run: "
+            "8 gpu requested, 4 in total"
+        ),
+    },
+)
 def create_deployment(
     body: schemas.DeploymentCreate, user: CurrentUser, session: SessionDep
 ) -> schemas.DeploymentRead:
@@ -43,7 +60,11 @@ def create_deployment(
     return services.create_deployment(session, user, body)
 
 
-@router.get("/list/{cluster_name}", responses=MEMBER)
+@router.get(
+    "/list/{cluster_name}",
+    summary="List a cluster's deployments",
+    responses={**MEMBER, 422: AMBIGUOUS_CLUSTER},
+)
 def list_deployments(
     cluster_name: ClusterNamePath,
     user: CurrentUser,
@@ -55,7 +76,11 @@ def list_deployments(
     return services.list_deployments(session, user, cluster_name, organization_name, status)
 
 
-@router.get("/queue/{cluster_name}", responses=MEMBER)
+@router.get(
+    "/queue/{cluster_name}",
+    summary="Show a cluster's queue: who waits, and why",
+    responses={**MEMBER, 422: AMBIGUOUS_CLUSTER},
+)
 def queue(
     cluster_name: ClusterNamePath,
     user: CurrentUser,
@@ -66,7 +91,11 @@ def queue(
     return services.read_queue(session, user, cluster_name, organization_name)
 
 
-@router.get("/{deployment_id}", responses=MEMBER)
+@router.get(
+    "/{deployment_id}",
+    summary="Show a deployment and its history",
+    responses={**MEMBER, 422: INVALID},
+)
 def read_deployment(
     deployment_id: IdPath, user: CurrentUser, session: SessionDep
 ) -> schemas.DeploymentDetail:
@@ -74,7 +103,11 @@ def read_deployment(
     return services.read_deployment(session, user, deployment_id)
 
 
-@router.delete("/delete/{deployment_id}", responses={**ROLE_CHECKED, 409: CONFLICT})
+@router.delete(
+    "/delete/{deployment_id}",
+    summary="Cancel a deployment",
+    responses={**ROLE_CHECKED, 409: conflict("deployment 3 is already cancelled"), 422: INVALID},
+)
 def cancel_deployment(
     deployment_id: IdPath, user: CurrentUser, session: SessionDep
 ) -> schemas.DeploymentRead:
@@ -82,15 +115,15 @@ def cancel_deployment(
     return services.cancel_deployment(session, user, deployment_id)
 
 
-@router.post("/{deployment_id}/status", responses={**ROLE_CHECKED, 409: CONFLICT})
-def report_status(
-    deployment_id: IdPath, body: schemas.StatusReport, user: CurrentUser, session: SessionDep
-) -> schemas.DeploymentRead:
-    """Report that a running deployment completed or failed (for an external runtime)."""
-    return services.report_status(session, user, deployment_id, body)
-
-
-@router.post("/{deployment_id}/checkpoint", responses={**ROLE_CHECKED, 409: CONFLICT})
+@router.post(
+    "/{deployment_id}/checkpoint",
+    summary="Report that a deployment's work so far is saved",
+    responses={
+        **ROLE_CHECKED,
+        409: conflict("deployment 3 is pending; only a running one can checkpoint"),
+        422: INVALID,
+    },
+)
 def checkpoint(
     deployment_id: IdPath,
     user: CurrentUser,
@@ -102,3 +135,19 @@ def checkpoint(
     return services.checkpoint_deployment(
         session, user, deployment_id, body or schemas.CheckpointReport()
     )
+
+
+@router.post(
+    "/{deployment_id}/status",
+    summary="Report that a deployment completed or failed",
+    responses={
+        **ROLE_CHECKED,
+        409: conflict("deployment 3 is pending; only a running one can finish"),
+        422: INVALID,
+    },
+)
+def report_status(
+    deployment_id: IdPath, body: schemas.StatusReport, user: CurrentUser, session: SessionDep
+) -> schemas.DeploymentRead:
+    """Report that a running deployment completed or failed (for an external runtime)."""
+    return services.report_status(session, user, deployment_id, body)

@@ -8,19 +8,29 @@ import schemas
 import services
 from routes import (
     AUTHENTICATED,
-    CONFLICT,
+    INVALID,
     MEMBER,
     ROLE_CHECKED,
     CurrentUser,
     OrgName,
     SessionDep,
     UsernamePath,
+    conflict,
 )
 
 router = APIRouter(prefix="/organization", tags=["organizations"])
 
 
-@router.post("/create", status_code=201, responses={**AUTHENTICATED, 409: CONFLICT})
+@router.post(
+    "/create",
+    status_code=201,
+    summary="Create an organization",
+    responses={
+        **AUTHENTICATED,
+        409: conflict("organization 'acme-ml' already exists"),
+        422: INVALID,
+    },
+)
 def create_organization(
     body: schemas.OrganizationCreate, user: CurrentUser, session: SessionDep
 ) -> schemas.OrganizationCreated:
@@ -28,7 +38,11 @@ def create_organization(
     return services.create_organization(session, user, body)
 
 
-@router.get("/get-invite-code/{org_name}", responses=ROLE_CHECKED)
+@router.get(
+    "/get-invite-code/{org_name}",
+    summary="Read the invite code",
+    responses={**ROLE_CHECKED, 422: INVALID},
+)
 def get_invite_code(
     org_name: OrgName, user: CurrentUser, session: SessionDep
 ) -> schemas.InviteCode:
@@ -36,7 +50,11 @@ def get_invite_code(
     return services.read_invite_code(session, user, org_name)
 
 
-@router.post("/{org_name}/invite-code/rotate", responses=ROLE_CHECKED)
+@router.post(
+    "/{org_name}/invite-code/rotate",
+    summary="Issue a new invite code",
+    responses={**ROLE_CHECKED, 422: INVALID},
+)
 def rotate_invite_code(
     org_name: OrgName,
     user: CurrentUser,
@@ -47,13 +65,25 @@ def rotate_invite_code(
     return services.rotate_invite_code(session, user, org_name, body or schemas.InviteRotate())
 
 
-@router.get("/list-users/{org_name}", responses=MEMBER)
+@router.get(
+    "/list-users/{org_name}",
+    summary="List the members and their roles",
+    responses={**MEMBER, 422: INVALID},
+)
 def list_users(org_name: OrgName, user: CurrentUser, session: SessionDep) -> schemas.MemberList:
     """List the organization's members with their roles."""
     return services.list_members(session, user, org_name)
 
 
-@router.put("/{org_name}/members/{username}", responses={**ROLE_CHECKED, 409: CONFLICT})
+@router.put(
+    "/{org_name}/members/{username}",
+    summary="Change a member's role",
+    responses={
+        **ROLE_CHECKED,
+        409: conflict("cannot demote the last admin of 'acme-ml'"),
+        422: INVALID,
+    },
+)
 def change_role(
     org_name: OrgName,
     username: UsernamePath,
@@ -66,7 +96,14 @@ def change_role(
 
 
 @router.delete(
-    "/{org_name}/members/{username}", status_code=204, responses={**ROLE_CHECKED, 409: CONFLICT}
+    "/{org_name}/members/{username}",
+    status_code=204,
+    summary="Remove a member, or leave",
+    responses={
+        **ROLE_CHECKED,
+        409: conflict("cannot remove the last admin of 'acme-ml'"),
+        422: INVALID,
+    },
 )
 def remove_member(
     org_name: OrgName, username: UsernamePath, user: CurrentUser, session: SessionDep

@@ -49,6 +49,40 @@ def test_metrics_report_each_cluster_from_the_database(client: TestClient) -> No
     )
 
 
+def test_the_docs_and_the_openapi_document_are_counted_under_their_own_routes(
+    client: TestClient,
+) -> None:
+    def count(route: str, status: str = "200") -> float:
+        try:
+            return _sample(
+                client.get("/metrics").text,
+                "hypervisor_http_requests_total",
+                method="GET",
+                route=route,
+                status=status,
+            )
+        except AssertionError:
+            return 0.0
+
+    paths = {
+        "/docs": "/docs",
+        "/openapi.json": "/openapi.json",
+        "/docs/assets/swagger-ui.css": "/docs/assets/{name}",
+    }
+    before = {route: count(route) for route in paths.values()}
+    unmatched_before = count("unmatched")
+
+    for path in paths:
+        assert client.get(path).status_code == 200
+
+    assert {route: count(route) - before[route] for route in paths.values()} == {
+        "/docs": 1,
+        "/openapi.json": 1,
+        "/docs/assets/{name}": 1,
+    }
+    assert count("unmatched") == unmatched_before
+
+
 def test_metrics_need_the_operator_token_when_one_is_set(tmp_path: Path, engine: Engine) -> None:
     app = create_app(make_settings(tmp_path, metrics_token="scrape-me"), engine=engine)
     with TestClient(app) as client:

@@ -1,5 +1,4 @@
-"""when invite codes were issued and when memberships ended (SPEC §3's rejoin rule); an
-index for counting an organization's pending deployments (SPEC §7's limits)
+"""invite issue times, membership ends (the rejoin rule), pending count per organization
 
 Revision ID: 0004
 Revises: 0003
