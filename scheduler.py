@@ -835,10 +835,91 @@ def _broken_dependency(dependencies: Sequence[int], statuses: Mapping[int, str])
 # --- Why a job waits ---------------------------------------------------------------------
 
 
+class RunningSummary:
+    """The running jobs of a cluster as `explain_wait` needs them, summarized once: per
+    priority level, what they hold and how many hold each resource, and which are still in
+    their grace period. Explaining a whole queue page then costs O(log levels) per job
+    instead of O(running)."""
+
+    def __init__(self, running: Sequence[Job], now: float | None, policy: Policy) -> None:
+        levels = sorted({job.priority for job in running})
+        self._levels = levels
+        index = {level: i for i, level in enumerate(levels)}
+        size = len(levels)
+        # Per level: amount held, users per resource, and the same for jobs in grace.
+        held = [[0, 0, 0] for _ in range(size)]
+        users = [[0, 0, 0] for _ in range(size)]
+        count = [0] * size
+        grace_held = [[0, 0, 0] for _ in range(size)]
+        grace_count = [0] * size
+        for job in running:
+            i = index[job.priority]
+            count[i] += 1
+            in_grace = (
+                now is not None
+                and job.started_at is not None
+                and now - job.started_at < policy.preemption_grace_seconds
+            )
+            if in_grace:
+                grace_count[i] += 1
+            for r, name in enumerate(RESOURCE_NAMES):
+                amount = _get(job.request, name)
+                held[i][r] += amount
+                users[i][r] += 1 if amount > 0 else 0
+                if in_grace:
+                    grace_held[i][r] += amount
+        # Prefix sums: entry k covers levels[0:k].
+        self._held = _prefix(held)
+        self._users = _prefix(users)
+        self._count = _prefix([[c] for c in count])
+        self._grace_held = _prefix(grace_held)
+        self._grace_count = _prefix([[c] for c in grace_count])
+
+    def _below(self, priority: int) -> int:
+        return bisect_left(self._levels, priority)
+
+    def held_below(self, priority: int) -> Resources:
+        """What running jobs of priority strictly below `priority` hold."""
+        return Resources(*self._held[self._below(priority)])
+
+    def held_total(self) -> Resources:
+        """What all running jobs hold."""
+        return Resources(*self._held[-1])
+
+    def users(self, name: str, priority: int) -> tuple[int, int, int, int]:
+        """(amount, jobs) of resource `name` held at or above `priority`, then below it."""
+        r, k = RESOURCE_NAMES.index(name), self._below(priority)
+        below_amount, below_users = self._held[k][r], self._users[k][r]
+        return (
+            self._held[-1][r] - below_amount,
+            self._users[-1][r] - below_users,
+            below_amount,
+            below_users,
+        )
+
+    def count_below(self, priority: int) -> int:
+        """How many running jobs have a priority strictly below `priority`."""
+        return self._count[self._below(priority)][0]
+
+    def grace_below(self, priority: int) -> tuple[int, Resources]:
+        """How many strictly lower jobs are still in their grace period, and what they hold."""
+        k = self._below(priority)
+        return self._grace_count[k][0], Resources(*self._grace_held[k])
+
+
+def _prefix(rows: list[list[int]]) -> list[list[int]]:
+    """Running sums of the rows, with a row of zeros first."""
+    width = len(rows[0]) if rows else 3
+    sums = [[0] * width]
+    for row in rows:
+        sums.append([a + b for a, b in zip(sums[-1], row, strict=True)])
+    return sums
+
+
 def explain_wait(
     job: Job,
     cluster: Cluster,
-    running: Sequence[Job],
+    running: Sequence[Job] | RunningSummary,
     *,
     unfinished_dependencies: Sequence[int] = (),
     held_back_by: Job | None = None,
@@ -846,8 +927,12 @@ def explain_wait(
     now: float | None = None,
     policy: Policy = DEFAULT_POLICY,
 ) -> str:
-    """A sentence a person can act on, saying why a pending job waits."""
-    reason = _wait_reason(job, cluster, running, unfinished_dependencies, held_back_by, now, policy)
+    """A sentence a person can act on, saying why a pending job waits. `running` may be a
+    `RunningSummary` built once for many jobs of the same cluster, `now` and `policy`."""
+    summary = (
+        running if isinstance(running, RunningSummary) else RunningSummary(running, now, policy)
+    )
+    reason = _wait_reason(job, cluster, summary, unfinished_dependencies, held_back_by, now, policy)
     if preempted_by is not None:
         return f"preempted by deployment {preempted_by}; {reason}"
     return reason
@@ -856,7 +941,7 @@ def explain_wait(
 def _wait_reason(
     job: Job,
     cluster: Cluster,
-    running: Sequence[Job],
+    running: RunningSummary,
     unfinished_dependencies: Sequence[int],
     held_back_by: Job | None,
     now: float | None,
@@ -885,12 +970,12 @@ def _wait_reason(
             f"the starvation limit ({_seconds(policy.starvation_seconds)}) and starts first"
         )
 
-    available = _available(cluster, running)
+    available = cluster.total - cluster.reserved - running.held_total()
     short = [name for name in RESOURCE_NAMES if _get(request, name) > _get(available, name)]
     if not short:
         return "next in line; starts at the next scheduling pass"
     sentences = ["; ".join(_shortage(job, cluster, running, available, name) for name in short)]
-    preemption = _preemption_outlook(job, running, available, now, policy)
+    preemption = _preemption_outlook(job, running, available, policy)
     if preemption:
         sentences.append(preemption)
     if now is not None and now - job.waiting_since > policy.starvation_seconds:
@@ -926,21 +1011,16 @@ def _short_because_of_reservations(request: Resources, cluster: Cluster, names: 
 
 
 def _shortage(
-    job: Job, cluster: Cluster, running: Sequence[Job], available: Resources, name: str
+    job: Job, cluster: Cluster, running: RunningSummary, available: Resources, name: str
 ) -> str:
     """One short resource: need, available, and who holds the rest."""
-    users = [other for other in running if _get(other.request, name) > 0]
-    higher = [other for other in users if other.priority >= job.priority]
-    lower = [other for other in users if other.priority < job.priority]
+    higher_amount, higher_users, lower_amount, lower_users = running.users(name, job.priority)
     held = (
-        f"{sum(_get(other.request, name) for other in higher)} used by "
-        f"{_count(len(higher), 'deployment')} of priority >= {job.priority}"
+        f"{higher_amount} used by {_count(higher_users, 'deployment')} of priority >= "
+        f"{job.priority}"
     )
-    if lower:
-        held += (
-            f", {sum(_get(other.request, name) for other in lower)} by "
-            f"{len(lower)} of lower priority"
-        )
+    if lower_users:
+        held += f", {lower_amount} by {lower_users} of lower priority"
     return (
         f"needs {_amount(name, _get(job.request, name))}, {_get(available, name)} available "
         f"({held}, {_get(cluster.reserved, name)} reserved)"
@@ -948,36 +1028,28 @@ def _shortage(
 
 
 def _preemption_outlook(
-    job: Job, running: Sequence[Job], available: Resources, now: float | None, policy: Policy
+    job: Job, running: RunningSummary, available: Resources, policy: Policy
 ) -> str | None:
     """Why lower-priority work does not make room, or None if there is none to speak of."""
-    lower = [other for other in running if other.priority < job.priority]
+    lower = running.count_below(job.priority)
     if not lower:
         return None
     if not policy.preemption:
         return "preemption is off, so lower-priority work keeps running"
-    # Without `now` the grace period cannot be judged: count everything as preemptible.
-    in_grace = [
-        other
-        for other in lower
-        if now is not None
-        and other.started_at is not None
-        and now - other.started_at < policy.preemption_grace_seconds
-    ]
-    in_grace_ids = {other.id for other in in_grace}
-    candidates = [other for other in lower if other.id not in in_grace_ids]
-    ceiling = available + _total(other.request for other in candidates)
+    # Without `now` the grace period cannot be judged: the summary counts none in grace.
+    in_grace, held_in_grace = running.grace_below(job.priority)
+    ceiling = available + running.held_below(job.priority) - held_in_grace
     if job.request.fits_in(ceiling):
         return "lower-priority work will be preempted for it at the next scheduling pass"
     missing = job.request.shortfall(ceiling)
     names = [name for name in RESOURCE_NAMES if _get(missing, name) > 0]
     outlook = (
-        f"even preempting all it may ({_count(len(candidates), 'deployment')}) "
+        f"even preempting all it may ({_count(lower - in_grace, 'deployment')}) "
         f"would leave it {_amounts(missing, names)} short"
     )
     if in_grace:
         outlook += (
-            f"; {len(in_grace)} more started less than "
+            f"; {in_grace} more started less than "
             f"{_seconds(policy.preemption_grace_seconds)} ago and cannot be preempted yet"
         )
     return outlook

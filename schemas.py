@@ -8,6 +8,7 @@ recorded from it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -528,11 +529,24 @@ class DeploymentDetail(DeploymentRead):
     events: list[DeploymentEventRead]
 
 
+@dataclass(frozen=True)
+class Page:
+    """Which part of a list to answer: after an id (lists) or an offset (the queue)."""
+
+    after: int = 0
+    limit: int = 1000
+
+
 class DeploymentList(Output):
-    model_config = example({"cluster_name": "gpu-a", "deployments": [DEPLOYMENT_EXAMPLE]})
+    model_config = example(
+        {"cluster_name": "gpu-a", "deployments": [DEPLOYMENT_EXAMPLE], "next_after": None}
+    )
 
     cluster_name: str
     deployments: list[DeploymentRead]
+    next_after: int | None = Field(
+        description="The last id returned when more match after it (pass it as `after`), else null"
+    )
 
 
 QUEUE_ENTRY_EXAMPLE: dict[str, Any] = {
@@ -592,8 +606,10 @@ class Queue(Output):
                     "submitted_at": "2026-12-01T09:20:30Z",
                 },
             ],
+            "total": 2,
         }
     )
 
     cluster_name: str
+    total: int = Field(description="Pending deployments in the whole queue")
     queue: list[QueueEntry]

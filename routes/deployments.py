@@ -19,9 +19,11 @@ from routes import (
     conflict,
     invalid_or_refused,
 )
-from schemas import NAME_PATTERN
+from schemas import MAX_ID, NAME_PATTERN
 
 router = APIRouter(prefix="/deployment", tags=["deployments"])
+
+PageLimit = Annotated[int, Query(ge=1, le=1000, description="At most this many in the page")]
 
 AMBIGUOUS_CLUSTER = invalid_or_refused(
     "several of your organizations have a cluster 'gpu-a': pass ?organization_name= to choose one"
@@ -71,9 +73,12 @@ def list_deployments(
     session: SessionDep,
     organization_name: OrganizationQuery = None,
     status: schemas.DeploymentStatusName | None = None,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Ids after this one")] = 0,
+    limit: PageLimit = 1000,
 ) -> schemas.DeploymentList:
-    """A cluster's deployments by id, optionally only those with `status`."""
-    return services.list_deployments(session, user, cluster_name, organization_name, status)
+    """A cluster's deployments by id, a page at a time, optionally only those with `status`."""
+    page = schemas.Page(after=after, limit=limit)
+    return services.list_deployments(session, user, cluster_name, organization_name, status, page)
 
 
 @router.get(
@@ -86,9 +91,13 @@ def queue(
     user: CurrentUser,
     session: SessionDep,
     organization_name: OrganizationQuery = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Entries to skip")] = 0,
+    limit: PageLimit = 1000,
 ) -> schemas.Queue:
-    """Every pending deployment in scheduling order, with its position and why it waits."""
-    return services.read_queue(session, user, cluster_name, organization_name)
+    """The pending deployments in scheduling order, a page at a time, each with its place
+    in the whole queue and why it waits."""
+    page = schemas.Page(after=offset, limit=limit)
+    return services.read_queue(session, user, cluster_name, organization_name, page)
 
 
 @router.get(

@@ -102,15 +102,23 @@ def list_deployments(
     cluster_name: str,
     org_name: str | None,
     status: str | None,
+    page: schemas.Page,
 ) -> schemas.DeploymentList:
-    """A cluster's deployments by id, optionally only those in one state."""
+    """A page of a cluster's deployments by id, optionally only those in one state."""
     cluster = find_cluster(session, user, cluster_name, org_name)
-    statement = select(Deployment).where(Deployment.cluster_id == cluster.id)
+    statement = select(Deployment).where(
+        Deployment.cluster_id == cluster.id, Deployment.id > page.after
+    )
     if status is not None:
         statement = statement.where(Deployment.status == status)
-    deployments = list(session.scalars(statement.order_by(Deployment.id)).all())
+    # One more than the page tells whether another page follows.
+    rows = list(session.scalars(statement.order_by(Deployment.id).limit(page.limit + 1)))
+    more = len(rows) > page.limit
+    deployments = rows[: page.limit]
     return schemas.DeploymentList(
-        cluster_name=cluster.name, deployments=deployment_views(session, deployments, utcnow())
+        cluster_name=cluster.name,
+        deployments=deployment_views(session, deployments, utcnow()),
+        next_after=deployments[-1].id if more else None,
     )
 
 
@@ -123,10 +131,11 @@ def read_deployment(session: Session, user: User, deployment_id: int) -> schemas
 
 
 def read_queue(
-    session: Session, user: User, cluster_name: str, org_name: str | None
+    session: Session, user: User, cluster_name: str, org_name: str | None, page: schemas.Page
 ) -> schemas.Queue:
-    """Every pending deployment of a cluster in scheduling order, with why it waits."""
-    return queue_of(session, find_cluster(session, user, cluster_name, org_name), utcnow())
+    """A page of a cluster's pending deployments in scheduling order, with why each waits."""
+    cluster = find_cluster(session, user, cluster_name, org_name)
+    return queue_of(session, cluster, utcnow(), offset=page.after, limit=page.limit)
 
 
 def cancel_deployment(session: Session, user: User, deployment_id: int) -> schemas.DeploymentRead:

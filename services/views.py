@@ -127,7 +127,8 @@ class WaitExplainer:
         self.now = now
         self.shape = shape_of(cluster)
         self.policy = policy()
-        self.running = running if running is not None else running_jobs(session, cluster.id)
+        jobs = running if running is not None else running_jobs(session, cluster.id)
+        self.running = scheduler.RunningSummary(jobs, now.timestamp(), self.policy)
         self.guard = starvation_guard(session, cluster, now, self.policy)
         self.unfinished: dict[int, list[int]] | None = None
 
@@ -271,13 +272,23 @@ def queue_positions(session: Session, pending: list[Deployment]) -> dict[int, in
     return positions
 
 
-def queue_of(session: Session, cluster: Cluster, now: datetime) -> schemas.Queue:
-    """Every pending deployment of the cluster in scheduling order, with why it waits."""
+def queue_of(
+    session: Session, cluster: Cluster, now: datetime, *, offset: int = 0, limit: int = 1000
+) -> schemas.Queue:
+    """A page of the cluster's pending deployments in scheduling order, with why each
+    waits; it costs the page, not the queue (an indexed count gives the total)."""
+    total = session.scalar(
+        select(func.count())
+        .select_from(Deployment)
+        .where(Deployment.cluster_id == cluster.id, Deployment.status == PENDING)
+    )
     pending = list(
         session.scalars(
             select(Deployment)
             .where(Deployment.cluster_id == cluster.id, Deployment.status == PENDING)
             .order_by(*QUEUE_ORDER)
+            .offset(offset)
+            .limit(limit)
         ).all()
     )
     explainer = WaitExplainer(session, cluster, now)
@@ -296,6 +307,6 @@ def queue_of(session: Session, cluster: Cluster, now: datetime) -> schemas.Queue
             preemption_count=deployment.preemption_count,
             submitted_at=deployment.created_at,
         )
-        for position, deployment in enumerate(pending, start=1)
+        for position, deployment in enumerate(pending, start=offset + 1)
     ]
-    return schemas.Queue(cluster_name=cluster.name, queue=entries)
+    return schemas.Queue(cluster_name=cluster.name, total=total or 0, queue=entries)

@@ -504,3 +504,61 @@ def test_cancelling_the_starving_deployment_lets_held_back_work_start(
     team.cancel(starving)
 
     assert team.status(small) == "running"
+
+
+def test_the_list_comes_in_pages_by_id_with_a_cursor(client: TestClient) -> None:
+    team = make_team(client, gpu=1)
+    made = [team.deploy(gpu=1)["id"] for _ in range(5)]
+
+    def page(**query: object) -> dict[str, object]:
+        response = client.get(
+            f"/deployment/list/{team.cluster}", params=query, headers=team.headers
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, object] = response.json()
+        return result
+
+    first = page(limit=2)
+    second = page(limit=2, after=first["next_after"])
+    last = page(limit=2, after=second["next_after"])
+    pending_only = page(status="pending", after=made[1])
+
+    ids = lambda body: [d["id"] for d in body["deployments"]]  # noqa: E731
+    assert (ids(first), first["next_after"]) == (made[:2], made[1])
+    assert (ids(second), second["next_after"]) == (made[2:4], made[3])
+    assert (ids(last), last["next_after"]) == (made[4:], None)
+    assert (ids(pending_only), pending_only["next_after"]) == (made[2:], None)
+
+
+def test_a_queue_page_keeps_positions_in_the_whole_queue_and_the_total(
+    client: TestClient,
+) -> None:
+    team = make_team(client, gpu=1)
+    team.deploy(gpu=1, priority=9)  # nothing below preempts it
+    waiting = [team.deploy(gpu=1, priority=p)["id"] for p in (0, 3, 1, 2)]
+
+    response = client.get(
+        f"/deployment/queue/{team.cluster}",
+        params={"offset": 1, "limit": 2},
+        headers=team.headers,
+    )
+
+    body = response.json()
+    assert body["total"] == 4
+    # Scheduling order is priority 3, 2, 1, 0: the page is the 2nd and 3rd of them.
+    assert [(e["deployment_id"], e["position"]) for e in body["queue"]] == [
+        (waiting[3], 2),
+        (waiting[2], 3),
+    ]
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=1001", "after=-1", f"after={2**63}", "offset=-1", "limit=x"]
+)
+def test_paging_parameters_out_of_range_are_a_422(client: TestClient, query: str) -> None:
+    team = make_team(client, gpu=1)
+    endpoint = "queue" if query.startswith("offset") else "list"
+
+    response = client.get(f"/deployment/{endpoint}/{team.cluster}?{query}", headers=team.headers)
+
+    assert response.status_code == 422
