@@ -529,6 +529,28 @@ class DeploymentDetail(DeploymentRead):
     events: list[DeploymentEventRead]
 
 
+class Preview(Output):
+    model_config = example(
+        {
+            "would_start": True,
+            "would_preempt": [2],
+            "queue_position": None,
+            "reason": None,
+            "estimated_start_at": "2026-12-01T09:30:00Z",
+            "estimate_basis": "declared",
+        }
+    )
+
+    would_start: bool
+    would_preempt: list[int] = Field(
+        description="Running deployments the new one itself would preempt, ascending"
+    )
+    queue_position: int | None
+    reason: str | None
+    estimated_start_at: datetime | None
+    estimate_basis: Literal["declared", "history", "unknown"]
+
+
 @dataclass(frozen=True)
 class Page:
     """Which part of a list to answer: after an id (lists) or an offset (the queue)."""

@@ -23,6 +23,10 @@ from schemas import MAX_ID, NAME_PATTERN
 
 router = APIRouter(prefix="/deployment", tags=["deployments"])
 
+PENDING_LIMIT = conflict(
+    "'acme-ml' has 10000 pending deployments, the limit per organization "
+    "(HYPERVISOR_MAX_PENDING_PER_ORGANIZATION=10000)"
+)
 PageLimit = Annotated[int, Query(ge=1, le=1000, description="At most this many in the page")]
 
 AMBIGUOUS_CLUSTER = invalid_or_refused(
@@ -46,6 +50,7 @@ OrganizationQuery = Annotated[
     summary="Submit a deployment",
     responses={
         **ROLE_CHECKED,
+        409: PENDING_LIMIT,
         422: invalid_or_refused(
             "the request exceeds the cluster's total capacity and could never run: "
             "8 gpu requested, 4 in total"
@@ -60,6 +65,27 @@ def create_deployment(
     422 when it could never fit the cluster or a dependency is unknown, foreign, failed or
     cancelled."""
     return services.create_deployment(session, user, body)
+
+
+@router.post(
+    "/preview",
+    summary="Preview a deployment: would it start, whom would it preempt",
+    responses={
+        **ROLE_CHECKED,
+        409: PENDING_LIMIT,
+        422: invalid_or_refused(
+            "the request exceeds the cluster's total capacity and could never run: "
+            "8 gpu requested, 4 in total"
+        ),
+    },
+)
+def preview_deployment(
+    body: schemas.DeploymentCreate, user: CurrentUser, session: SessionDep
+) -> schemas.Preview:
+    """What a create with this body would do now (start or wait, which running deployments
+    it would preempt, its place and reason), decided by the same code as create. Nothing is
+    stored."""
+    return services.preview_deployment(session, user, body)
 
 
 @router.get(

@@ -96,6 +96,37 @@ def create_deployment(
     return deployment_views(session, [deployment], now, known)[0]
 
 
+def preview_deployment(
+    session: Session, user: User, body: schemas.DeploymentCreate
+) -> schemas.Preview:
+    """What a create would do now, decided by the create itself inside a savepoint that is
+    then rolled back: nothing is stored, and the request's transaction (with the cluster
+    lock the create took) ends with the answer."""
+    savepoint = session.begin_nested()
+    try:
+        created = create_deployment(session, user, body)
+        victims = sorted(
+            session.scalars(
+                select(Deployment.id).where(
+                    Deployment.preempted_by_id == created.id,
+                    Deployment.status == PENDING,
+                    Deployment.started_at.is_(None),
+                )
+            )
+        )
+    finally:
+        savepoint.rollback()
+    would_start = created.status == RUNNING
+    return schemas.Preview(
+        would_start=would_start,
+        would_preempt=victims,
+        queue_position=created.queue_position,
+        reason=created.reason,
+        estimated_start_at=created.started_at if would_start else None,
+        estimate_basis="declared" if would_start else "unknown",
+    )
+
+
 def list_deployments(
     session: Session,
     user: User,

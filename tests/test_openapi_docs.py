@@ -28,6 +28,7 @@ WALKED = [
     ("post", "/cluster/release"),
     ("patch", "/cluster/resize"),
     ("post", "/deployment/create"),
+    ("post", "/deployment/preview"),
     ("post", "/deployment/{deployment_id}/checkpoint"),
     ("post", "/deployment/{deployment_id}/status"),
 ]

@@ -1,0 +1,84 @@
+"""`POST /deployment/preview` (SPEC §4): what a create would do now, with nothing stored."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from conftest import ManualClock
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from workloads import make_team
+
+from helpers import member_with_role
+from models import Cluster, Deployment, DeploymentEvent
+
+
+def _stored(app: Any) -> tuple[int, int, list[tuple[int, str]], int]:
+    with app.state.session_factory() as session:
+        return (
+            session.scalar(select(func.count()).select_from(Deployment)) or 0,
+            session.scalar(select(func.count()).select_from(DeploymentEvent)) or 0,
+            [tuple(row) for row in session.execute(select(Deployment.id, Deployment.status))],
+            sum(session.scalars(select(Cluster.preemptions))),
+        )
+
+
+def test_a_preview_names_its_victims_and_stores_nothing(
+    client: TestClient, app: Any, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=4)
+    keeps = team.deploy(gpu=2, priority=1)
+    clock.advance(10)
+    goes = team.deploy(gpu=2, priority=1)
+    before = _stored(app)
+
+    answer = client.post(
+        "/deployment/preview", json=team.body(gpu=2, priority=5), headers=team.headers
+    )
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    # Equal unsaved cost per gpu would keep the earlier one: the newer, cheaper run goes.
+    assert body["would_start"] is True
+    assert body["would_preempt"] == [goes["id"]]
+    assert (body["queue_position"], body["reason"], body["estimate_basis"]) == (
+        None,
+        None,
+        "declared",
+    )
+    assert datetime.fromisoformat(body["estimated_start_at"]) == clock.now()
+    assert _stored(app) == before
+    assert team.status(keeps) == team.status(goes) == "running"
+
+
+def test_a_preview_of_a_waiting_deployment_gives_its_place_and_reason(
+    client: TestClient, app: Any
+) -> None:
+    team = make_team(client, gpu=1)
+    team.deploy(gpu=1, priority=5)
+    team.deploy(gpu=1, priority=5)
+    before = _stored(app)
+
+    body = client.post(
+        "/deployment/preview", json=team.body(gpu=1, priority=5), headers=team.headers
+    ).json()
+
+    assert (body["would_start"], body["would_preempt"], body["queue_position"]) == (False, [], 2)
+    assert body["reason"].startswith("needs 1 gpu, 0 available")
+    assert _stored(app) == before
+
+
+def test_a_preview_has_the_validation_and_roles_of_a_create(client: TestClient) -> None:
+    team = make_team(client, gpu=1)
+    viewer = member_with_role(client, team.headers, team.org, "viewer")
+
+    too_big = client.post("/deployment/preview", json=team.body(gpu=2), headers=team.headers)
+    as_viewer = client.post("/deployment/preview", json=team.body(gpu=1), headers=viewer)
+    unknown_dependency = client.post(
+        "/deployment/preview", json=team.body(gpu=1, depends_on=[999]), headers=team.headers
+    )
+
+    assert too_big.status_code == 422
+    assert as_viewer.status_code == 403
+    assert unknown_dependency.status_code == 422
