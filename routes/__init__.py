@@ -55,13 +55,17 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_current_user(
-    session: SessionDep, settings: SettingsDep, token: Annotated[str, Depends(oauth2_scheme)]
+    request: Request, settings: SettingsDep, token: Annotated[str, Depends(oauth2_scheme)]
 ) -> User:
-    """The user a valid bearer token names."""
+    """The user a valid bearer token names, read in a short transaction of its own that
+    only reads: on SQLite a write request then takes the write lock only for its work."""
     user_id = user_id_from_token(token, settings)
     if user_id is None:
         raise services.Unauthorized("invalid or expired token")
-    return services.user_by_id(session, user_id)
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with services.transaction(factory) as session:
+        read_only(session)
+        return services.user_by_id(session, user_id)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
