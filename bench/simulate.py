@@ -8,12 +8,20 @@ No HTTP, no database, a virtual clock. The script
    sweeps of similar jobs at once); some pipelines whose jobs depend on the previous one.
    Arrivals fill a window of `--days` so that the offered GPU work is `--load` times the
    cluster's GPU capacity over that window;
-2. replays it, event by event, through the real scheduler under four policies: a pass at
-   every arrival, every completion and whenever a waiting job passes its starvation guard.
-   Jobs carry `duration_seconds`; the replay completes them at their end time, as the
-   product does, and a preempted job restarts its full duration from its latest start;
-3. bounds the GPU utilization any scheduler could reach with a time-indexed LP (below);
-4. writes `simulate.json`, `simulate.md`, `utilization.png` and `wait_cdf.png` to `--out`.
+2. draws a checkpoint model (seeded, its own stream): every job longer than 30 min saves
+   its work every k minutes of each run, k uniform in 10..60; three scenarios: no job
+   checkpoints, half of the long ones do (a coin per job), all of them do;
+3. replays the trace, event by event, through the real scheduler under every policy of
+   `POLICIES` in every scenario: a pass at every arrival, every completion and whenever a
+   waiting job passes its starvation guard. Checkpoints trigger no pass: they set the
+   running job's `saved_seconds` and `checkpointed_at` (SPEC 5, "Checkpoints"). A job
+   completes at `scheduler.ends_at_of`; a preempted one keeps its saved work and loses the
+   rest (`Plan.lost_seconds`). The `spec-before-checkpoints` baseline ignores checkpoints
+   and puts back by start time: the default as it was. The extra policies are wrappers
+   around `run_pass` (`holding_pass`), not part of the product;
+4. bounds the useful GPU work any scheduler could do with a time-indexed LP (below);
+5. writes `simulate.json`, `simulate.md`, `utilization.png`, `wait_cdf.png` and
+   `lost_work.png` to `--out`.
 
 What the LP bound means. Let T be the arrival window (`--days`), cut into K slots of
 length L = T / K. Each GPU job j gets a release time r_j: its submission, or later if it
@@ -22,27 +30,30 @@ variable x_jk in [0, 1] is the fraction of slot k during which j runs, at most t
 the slot after r_j. Constraints: sum_k L x_jk <= duration_j (a job runs at most its
 duration in total) and, per slot and per resource, sum_j request_j x_jk <= capacity. The
 objective is sum_j gpus_j L x_jk: GPU-seconds of work processed inside the window. The
-final run of every job under any policy is a feasible point (a run that ends in a
-completion lies after the job's release, lasts its duration, and the runs in progress at
-any moment fit the cluster), so the optimum is an upper bound on the *useful* GPU-seconds
-(work not later discarded by preemption) that any scheduler can process inside the window,
-with or without preemption, knowing the future or not. It relaxes gang scheduling (a job
-may run on part of its GPUs), non-preemption and dependencies beyond their earliest
-completion, so it is optimistic; a coarser slot only loosens it, never breaks it. CPU-only
-jobs add nothing to the objective and are left out (which can only raise the bound).
-Each policy's "share of the LP bound" is its useful GPU-seconds inside the window divided
-by that optimum. The window, not the default policy's makespan, is the horizon: every job
-completes within that makespan, so over it the bound would be the trace's total work,
-which the default policy reaches by definition, and the share would say nothing.
+kept pieces of every job's runs under any policy are a feasible point: its completed run
+and each preempted run up to that run's latest checkpoint lie after the job's release and
+add up to its duration (the saved work it restarted with plus its final run), and the runs
+in progress at any moment fit the cluster. So the optimum is an upper bound on the
+*useful* GPU-seconds (work not discarded by preemption) that any scheduler can process
+inside the window, with or without preemption or checkpoints, knowing the future or not.
+It relaxes gang scheduling (a job may run on part of its GPUs), non-preemption and
+dependencies beyond their earliest completion, so it is optimistic; a coarser slot only
+loosens it, never breaks it. CPU-only jobs add nothing to the objective and are left out
+(which can only raise the bound). Each policy's "share of the LP bound" is its useful
+GPU-seconds inside the window divided by that optimum. The window, not the default
+policy's makespan, is the horizon: every job completes within that makespan, so over it
+the bound would be the trace's total work, which the default policy reaches by
+definition, and the share would say nothing.
 
-Other metrics, per policy: utilization per resource (allocated / total, time-averaged from
-0 to the policy's makespan, discarded work included); wait (from eligibility, i.e.
-submission or dependencies done, to the start of the run that completed, so time lost to
-preemption counts as waiting) per priority class; job completion time (submission to
+Other metrics, per policy and scenario: GPU-hours lost (over every preemption, the
+victim's unsaved seconds times its GPUs); utilization per resource (allocated / total,
+time-averaged from 0 to the policy's makespan, discarded work included); wait (time spent
+pending once eligible, i.e. after submission or dependencies done, before the first start
+and after each preemption) per priority class; job completion time (submission to
 completion); bounded slowdown (response from eligibility over max(duration, 10 s), at least
-1); preemptions and the GPU-seconds they discarded; priority inversions (a start of job J
-while an eligible job of higher priority that fitted in the capacity free just before J
-started kept waiting); makespan.
+1); preemptions; priority inversions (a start of job J while an eligible job of higher
+priority that fitted in the capacity free just before J started kept waiting; room an
+extra policy holds for a job ranked before J is not free); makespan.
 
 Usage: `.venv/bin/python bench/simulate.py [--seed N] [--days D] [--gpus G] [--out DIR]
 [--smoke]`.
@@ -57,8 +68,9 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +89,10 @@ from scheduler import (  # noqa: E402
     Plan,
     Policy,
     Resources,
+    dominant_share,
+    ends_at_of,
+    order_key,
+    progress_mark,
     resolve_dependencies,
     run_pass,
 )
@@ -90,18 +106,81 @@ CPU_PER_GPU = 16  # cores per GPU of the cluster: a DGX-like node, 8 GPUs and 12
 RAM_PER_GPU = 128  # GiB per GPU of the cluster
 GUARD_EPSILON = 1e-3  # the guard holds once a job has waited *more* than the limit
 
-POLICIES: dict[str, Policy] = {
-    "hypervisor-default": Policy(),
-    "fifo": Policy(priority_order=False, preemption=False, backfill=False),
-    "priority-no-preemption": Policy(preemption=False),
-    "priority-no-backfill": Policy(backfill=False),
-    # The product's knob against wasted work: running jobs younger than an hour are safe.
-    "hypervisor-grace-1h": Policy(preemption_grace_seconds=3600),
-}
-DEFAULT_POLICY_NAME = "hypervisor-default"
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """When a job about to preempt waits instead: the extra policies, in this script only.
+
+    Either rule makes it wait only if the known ends of running jobs free its room at some
+    instant `frees_at`; each pass asks again.
+    """
+
+    # The window rule: wait while `frees_at` comes within this long of `waiting_since`.
+    window_seconds: float = 0.0
+    # The waste rule: wait while the unsaved work the preemption would discard (seconds
+    # times dominant share, summed over its victims) exceeds this ratio times the wait it
+    # would save (seconds until `frees_at`, times the job's own dominant share).
+    waste_ratio: float = 0.0
+    # Jobs of this priority or above never wait (None: every job may).
+    always_preempt_priority: int | None = None
+
+    def waits(
+        self, job: Job, frees_at: float | None, lost: float, now: float, total: Resources
+    ) -> bool:
+        """True if `job` should wait rather than preempt work that would lose `lost`."""
+        if frees_at is None:
+            return False
+        if (
+            self.always_preempt_priority is not None
+            and job.priority >= self.always_preempt_priority
+        ):
+            return False
+        if self.window_seconds > 0 and frees_at < job.waiting_since + self.window_seconds:
+            return True
+        saved = (frees_at - now) * dominant_share(job.request, total)
+        return self.waste_ratio > 0 and lost > self.waste_ratio * saved
+
+
+@dataclass(frozen=True, slots=True)
+class Simulated:
+    """A policy as the replay runs it: the scheduler's knobs and what the runtime does."""
+
+    policy: Policy
+    # False: the jobs' checkpoints are ignored (saved work stays 0), so every preempted run
+    # restarts from zero, as before SPEC 5 had checkpoints.
+    checkpoints: bool = True
+    # An extra policy: when a job about to preempt waits instead (`holding_pass`).
+    holding: Holding | None = None
+
 
 # Priority classes: (name, priority, share of submission sessions).
 CLASSES = (("low", 0, 0.25), ("normal", 100, 0.50), ("high", 500, 0.17), ("urgent", 900, 0.08))
+URGENT_PRIORITY = max(priority for _, priority, _ in CLASSES)
+HIGH_PRIORITY = sorted(priority for _, priority, _ in CLASSES)[-2]
+
+POLICIES: dict[str, Simulated] = {
+    "hypervisor-default": Simulated(Policy()),
+    # SPEC 5 before checkpoints: put-back by start time, every preempted run lost whole.
+    "spec-before-checkpoints": Simulated(Policy(cost_aware_victims=False), checkpoints=False),
+    "fifo": Simulated(Policy(priority_order=False, preemption=False, backfill=False)),
+    "priority-no-preemption": Simulated(Policy(preemption=False)),
+    "priority-no-backfill": Simulated(Policy(backfill=False)),
+    # The product's knob against wasted work: running jobs younger than an hour are safe.
+    "hypervisor-grace-1h": Simulated(Policy(preemption_grace_seconds=3600)),
+    # Extra policies (wrappers around run_pass, not the product): a job about to preempt
+    # waits if known ends free its room within a minute of its wait ...
+    "hold-window-60s": Simulated(Policy(), holding=Holding(window_seconds=60)),
+    # ... or while preempting would discard more work than the wait it saves, except urgent
+    # jobs (or, in the second, high and urgent ones).
+    "waste-check": Simulated(
+        Policy(), holding=Holding(waste_ratio=1.0, always_preempt_priority=URGENT_PRIORITY)
+    ),
+    "waste-check-500": Simulated(
+        Policy(), holding=Holding(waste_ratio=1.0, always_preempt_priority=HIGH_PRIORITY)
+    ),
+}
+DEFAULT_POLICY_NAME = "hypervisor-default"
+
 # GPUs per GPU job (Helios: median 1, mean about 3.7; most jobs small, a few very large).
 GPU_SIZES = (1, 2, 4, 8, 16, 32)
 GPU_WEIGHTS = (0.58, 0.10, 0.12, 0.13, 0.05, 0.02)
@@ -118,8 +197,20 @@ SWEEP_MEAN_JOBS = 2.5  # other sessions: a sweep of similar jobs, geometric in s
 SUBMIT_GAP_SECONDS = 20.0  # mean gap between the jobs of one session
 DIURNAL_AMPLITUDE = 0.6
 
+# Checkpoints, the runtime's side of SPEC 5: a job longer than half an hour saves its work
+# every k minutes of each run, k a whole number drawn per job uniformly from 10 to 60;
+# shorter jobs never do. Scenarios: the share of those long jobs that checkpoint at all.
+CHECKPOINT_MIN_RUN_SECONDS = 1800
+CHECKPOINT_MINUTES = (10, 60)
+CHECKPOINT_STREAM = 1  # the checkpoint draws have their own stream: the trace is unchanged
+SCENARIOS = {"none": 0.0, "half": 0.5, "all": 1.0}
+SCENARIO_TITLES = {
+    "none": "no job checkpoints",
+    "half": "half of the long jobs checkpoint",
+    "all": "every long job checkpoints",
+}
+
 WAIT_BOUND_SECONDS = 10.0  # the bound of the bounded slowdown
-TARGET_SHARE_OF_BOUND = 0.95
 
 
 # --- Entry point -------------------------------------------------------------------------
@@ -132,36 +223,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = time.perf_counter()
     trace = generate_trace(args.seed, args.days, args.gpus, args.load)
     logger.info("trace: %d jobs over %.2f days on %d GPUs", len(trace.jobs), args.days, args.gpus)
-
-    replays: dict[str, Replay] = {}
-    policies: dict[str, dict[str, Any]] = {}
-    for name, policy in POLICIES.items():
-        started = time.perf_counter()
-        replays[name] = replay(trace, policy)
-        policies[name] = summarize(trace, replays[name])
-        logger.info("replayed %s in %.1f s", name, time.perf_counter() - started)
     bound = lp_bound(trace, args.slots)
     logger.info("LP bound solved in %.1f s (%d columns)", bound.solve_seconds, bound.columns)
-    for metrics in policies.values():
-        metrics["share_of_lp_bound"] = metrics["window_useful_gpu_seconds"] / bound.gpu_seconds
-        metrics["allocated_share_of_lp_bound"] = (
-            metrics["window_allocated_gpu_seconds"] / bound.gpu_seconds
-        )
+    scenarios, replays = run_scenarios(trace, args.seed, bound, POLICIES)
+
+    other_seeds: dict[str, Any] = {}
+    for seed in args.other_seeds:
+        started = time.perf_counter()
+        other = generate_trace(seed, args.days, args.gpus, args.load)
+        other_bound = lp_bound(other, args.slots)
+        chosen = {name: POLICIES[name] for name in SEED_CHECK_POLICIES}
+        other_scenarios, _ = run_scenarios(other, seed, other_bound, chosen)
+        other_seeds[str(seed)] = {
+            "jobs": len(other.jobs),
+            "lp_bound_gpu_seconds": other_bound.gpu_seconds,
+            "scenarios": other_scenarios,
+            "targets": _targets(other_scenarios),
+        }
+        logger.info("seed %d checked in %.1f s", seed, time.perf_counter() - started)
 
     report = {
         "config": {
             "seed": args.seed,
+            "other_seeds": args.other_seeds,
             "days": args.days,
             "gpus": args.gpus,
             "load": args.load,
             "slots": args.slots,
             "smoke": args.smoke,
-            "policies": {name: asdict(policy) for name, policy in POLICIES.items()},
+            "checkpoint_min_run_seconds": CHECKPOINT_MIN_RUN_SECONDS,
+            "checkpoint_minutes": list(CHECKPOINT_MINUTES),
+            "policies": {name: asdict(simulated) for name, simulated in POLICIES.items()},
         },
         "trace": trace_stats(trace),
         "lp_bound": asdict(bound),
-        "policies": policies,
-        "targets": _targets(policies),
+        "scenarios": scenarios,
+        "targets": _targets(scenarios),
+        "other_seeds": other_seeds,
     }
     report["runtime_seconds"] = time.perf_counter() - clock
     out = Path(args.out)
@@ -170,8 +268,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "simulate.md").write_text(_markdown(report))
     _plot_utilization(trace, replays, out / "utilization.png")
     _plot_wait_cdf(replays, out / "wait_cdf.png")
+    _plot_lost_work(report, out / "lost_work.png")
     sys.stdout.write(_summary_table(report))
     return 0
+
+
+def run_scenarios(
+    trace: Trace, seed: int, bound: Bound, policies: Mapping[str, Simulated]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Replay]]]:
+    """Replay the trace under every policy in every checkpoint scenario; summarize each."""
+    replays: dict[str, dict[str, Replay]] = {}
+    scenarios: dict[str, dict[str, Any]] = {}
+    for scenario, intervals in checkpoint_intervals(trace, seed).items():
+        started = time.perf_counter()
+        replays[scenario] = {}
+        summaries: dict[str, dict[str, Any]] = {}
+        for name, simulated in policies.items():
+            result = replay(trace, simulated, intervals)
+            replays[scenario][name] = result
+            metrics = summarize(trace, result)
+            metrics["share_of_lp_bound"] = metrics["window_useful_gpu_seconds"] / bound.gpu_seconds
+            metrics["allocated_share_of_lp_bound"] = (
+                metrics["window_allocated_gpu_seconds"] / bound.gpu_seconds
+            )
+            summaries[name] = metrics
+        scenarios[scenario] = {
+            "title": SCENARIO_TITLES[scenario],
+            "share_of_long_jobs": SCENARIOS[scenario],
+            "jobs_checkpointing": len(intervals),
+            "mean_checkpoint_interval_seconds": (
+                float(np.mean(list(intervals.values()))) if intervals else None
+            ),
+            "policies": summaries,
+        }
+        logger.info(
+            "seed %d, scenario %s replayed in %.1f s", seed, scenario, time.perf_counter() - started
+        )
+    return scenarios, replays
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -183,6 +316,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--load", type=float, default=0.9, help="offered GPU work / capacity")
     parser.add_argument("--slots", type=int, default=288, help="time slots of the LP bound")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument(
+        "--other-seeds",
+        type=int,
+        nargs="*",
+        default=[2, 3],
+        help="seeds whose traces check the main policies and the targets (none: skip)",
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny trace, for the test")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -302,6 +442,25 @@ def _diurnal_times(rng: np.random.Generator, count: int, window: float) -> np.nd
     return np.sort(np.array(times))
 
 
+def checkpoint_intervals(trace: Trace, seed: int) -> dict[str, dict[int, float]]:
+    """Per scenario, the checkpoint interval in seconds of every job that checkpoints.
+
+    Each long job draws its interval and a uniform number u once, so the scenarios nest:
+    the job checkpoints in a scenario whose share is above u ("half" is a coin per job).
+    """
+    rng = np.random.default_rng([seed, CHECKPOINT_STREAM])
+    low, high = CHECKPOINT_MINUTES
+    draws: list[tuple[int, float, float]] = []  # (job id, interval, u)
+    for job in trace.jobs:
+        if job.duration > CHECKPOINT_MIN_RUN_SECONDS:
+            minutes = int(rng.integers(low, high + 1))
+            draws.append((job.id, 60.0 * minutes, float(rng.random())))
+    return {
+        name: {job_id: interval for job_id, interval, u in draws if u < share}
+        for name, share in SCENARIOS.items()
+    }
+
+
 # --- Replay ------------------------------------------------------------------------------
 
 
@@ -313,7 +472,10 @@ class Span:
     start: float
     end: float
     request: Resources
-    kept: bool  # False: preempted, the work was discarded
+    # Work up to here is kept: the end of a completed run, else the run's latest checkpoint
+    # (its start when it has none); from here to `end` preemption discarded it.
+    saved_until: float
+    completed: bool
 
 
 @dataclass
@@ -322,24 +484,40 @@ class Replay:
 
     eligible_at: dict[int, float] = field(default_factory=dict)
     completed_at: dict[int, float] = field(default_factory=dict)
+    waited: dict[int, float] = field(default_factory=dict)  # seconds pending once eligible
     spans: list[Span] = field(default_factory=list)
     preemptions: int = 0
+    lost_gpu_seconds: float = 0.0  # sum over preemptions of Plan.lost_seconds x gpus
+    # The part of it lost to starts whose victims lost more GPU-seconds than the starting
+    # job's whole run (its GPUs times its duration).
+    wasteful_lost_gpu_seconds: float = 0.0
+    checkpoints: int = 0
     inversions: int = 0
     passes: int = 0
     pass_seconds: float = 0.0
 
 
-def replay(trace: Trace, policy: Policy) -> Replay:
-    """Run the trace through `run_pass` on a virtual clock and record every decision."""
+def replay(trace: Trace, simulated: Simulated, checkpoints: Mapping[int, float]) -> Replay:
+    """Run the trace through `run_pass` on a virtual clock and record every decision.
+
+    `checkpoints` maps a job id to its checkpoint interval in seconds: during every run,
+    that job saves its work each interval after the run's start (never at or after its
+    end). A checkpoint triggers no pass; it only updates the running job, as SPEC 5 says.
+    """
+    policy = simulated.policy
+    intervals = checkpoints if simulated.checkpoints else {}
     result = Replay()
     by_id = {job.id: job for job in trace.jobs}
     arrivals = list(trace.jobs)  # in submission order
     next_arrival = 0
-    wake_ups: list[float] = []  # completions and starvation guards
+    wake_ups: list[float] = []  # completions and starvation guards: each one is a pass
+    saves: list[tuple[float, int, float]] = []  # checkpoints: (at, job id, the run's start)
     guarded: set[tuple[int, float]] = set()
+    hold_ends: set[float] = set()
     status: dict[int, str] = {}
     blocked: dict[int, tuple[int, ...]] = {}  # pending, waiting for dependencies
     pending: dict[int, Job] = {}  # eligible pending
+    queued_at: dict[int, float] = {}  # eligible pending: since when, this time
     running: dict[int, Job] = {}
 
     while next_arrival < len(arrivals) or wake_ups:
@@ -349,6 +527,19 @@ def replay(trace: Trace, policy: Policy) -> Replay:
         )
         while wake_ups and wake_ups[0] <= now:
             heapq.heappop(wake_ups)
+        while saves and saves[0][0] <= now:
+            at, job_id, run_start = heapq.heappop(saves)
+            job = running.get(job_id)
+            if job is None or job.started_at != run_start:
+                continue  # that run was preempted: its schedule of checkpoints ended with it
+            saved = _checkpointed(job, at)
+            running[job_id] = saved
+            result.checkpoints += 1
+            ends_at = _ends_at(saved)
+            if ends_at != _ends_at(job):  # rounding only: the new end is the one that counts
+                heapq.heappush(wake_ups, ends_at)
+            if at + intervals[job_id] < ends_at:
+                heapq.heappush(saves, (at + intervals[job_id], job_id, run_start))
         while next_arrival < len(arrivals) and arrivals[next_arrival].submitted_at <= now:
             job = arrivals[next_arrival]
             next_arrival += 1
@@ -357,13 +548,17 @@ def replay(trace: Trace, policy: Policy) -> Replay:
                 blocked[job.id] = job.depends_on
             else:
                 pending[job.id] = _as_job(job, waiting_since=job.submitted_at)
-                result.eligible_at[job.id] = job.submitted_at
+                result.eligible_at[job.id] = queued_at[job.id] = job.submitted_at
+                result.waited[job.id] = 0.0
 
         for job in [job for job in running.values() if _ends_at(job) <= now]:
             del running[job.id]
             status[job.id] = "completed"
-            result.completed_at[job.id] = now
-            result.spans.append(Span(job.id, _started(job), now, job.request, kept=True))
+            finished_at = _ends_at(job)
+            result.completed_at[job.id] = finished_at
+            result.spans.append(
+                Span(job.id, _started(job), finished_at, job.request, finished_at, True)
+            )
         if blocked:
             resolution = resolve_dependencies(blocked, status)
             if resolution.failed:
@@ -371,24 +566,56 @@ def replay(trace: Trace, policy: Policy) -> Replay:
             for job_id in resolution.eligible:
                 del blocked[job_id]
                 pending[job_id] = _as_job(by_id[job_id], waiting_since=now)
-                result.eligible_at[job_id] = now
+                result.eligible_at[job_id] = queued_at[job_id] = now
+                result.waited[job_id] = 0.0
 
         clock = time.perf_counter()
-        plan = run_pass(trace.cluster, list(running.values()), list(pending.values()), now, policy)
+        plan, room_held, deadlines = holding_pass(
+            trace.cluster,
+            list(running.values()),
+            list(pending.values()),
+            now,
+            policy,
+            simulated.holding,
+        )
         result.pass_seconds += time.perf_counter() - clock
+        for deadline in deadlines:
+            if deadline not in hold_ends:
+                hold_ends.add(deadline)
+                heapq.heappush(wake_ups, deadline)
         result.passes += 1
         if plan.completed:
             raise RuntimeError(f"run_pass completed jobs the replay had not: {plan.completed}")
 
-        result.inversions += _count_inversions(trace.cluster, running, pending, plan)
+        result.inversions += _count_inversions(trace.cluster, running, pending, plan, room_held)
         for victim_id in plan.preempted:
             victim = running[victim_id]
-            result.spans.append(Span(victim_id, _started(victim), now, victim.request, False))
+            lost = plan.lost_seconds[victim_id]
+            saved_until = progress_mark(victim)
+            if not math.isclose(lost, now - saved_until, abs_tol=1e-6):
+                raise RuntimeError(f"job {victim_id}: the plan's lost seconds disagree")
+            result.spans.append(
+                Span(victim_id, _started(victim), now, victim.request, saved_until, False)
+            )
             result.preemptions += 1
+            result.lost_gpu_seconds += lost * victim.request.gpu
+            queued_at[victim_id] = now
+        lost_for: Counter[int] = Counter()
+        for victim_id, preemptor_id in plan.preempted.items():
+            lost_for[preemptor_id] += plan.lost_seconds[victim_id] * running[victim_id].request.gpu
+        for preemptor_id, lost in lost_for.items():
+            preemptor = by_id[preemptor_id]
+            if lost > preemptor.request.gpu * preemptor.duration:
+                result.wasteful_lost_gpu_seconds += lost
         running = {job.id: job for job in plan.running}
         pending = {job.id: job for job in plan.pending}
         for job_id in plan.started:
-            heapq.heappush(wake_ups, _ends_at(running[job_id]))
+            job = running[job_id]
+            result.waited[job_id] += now - queued_at.pop(job_id)
+            heapq.heappush(wake_ups, _ends_at(job))
+            interval = intervals.get(job_id)
+            if interval is not None and now + interval < _ends_at(job):
+                heapq.heappush(saves, (now + interval, job_id, now))
         for job in pending.values():
             guard = (job.id, job.waiting_since)
             if guard not in guarded:
@@ -399,6 +626,101 @@ def replay(trace: Trace, policy: Policy) -> Replay:
     if blocked or pending or running:
         raise RuntimeError("the replay ended with unfinished jobs")
     return result
+
+
+def holding_pass(
+    cluster: Cluster,
+    running: Sequence[Job],
+    pending: Sequence[Job],
+    now: float,
+    policy: Policy,
+    holding: Holding | None,
+) -> tuple[Plan, Resources, list[float]]:
+    """`run_pass`, except that a job about to preempt may wait instead (`Holding`), with the
+    room already free at its turn in the sweep held for it, so nothing ranked after it
+    takes that room. A wrapper, not a change to the scheduler: each pass re-derives the
+    holds from scratch, as a reservation that lasts one pass.
+
+    Returns the plan (held jobs among its pending ones), the room held, and the instants
+    a pass must look again (where a hold window ends).
+    """
+    if holding is None or not policy.preemption:
+        return run_pass(cluster, running, pending, now, policy), Resources(), []
+    if not policy.priority_order or holding.window_seconds >= policy.starvation_seconds:
+        raise ValueError("holding needs priority order and a window below the starvation limit")
+    by_id = {job.id: job for job in pending}
+    was_running = {job.id: job for job in running}
+    held: dict[int, Job] = {}
+    checked: set[int] = set()  # preempting jobs already asked
+    room_held = lacking = Resources()  # room held for the held jobs, and what they still lack
+    while True:
+        effective = Cluster(cluster.total, cluster.reserved + room_held)
+        candidates = [job for job in pending if job.id not in held]
+        plan = run_pass(effective, running, candidates, now, policy)
+        preemptor = next(
+            (by_id[job_id] for job_id in plan.preempting if job_id not in checked), None
+        )
+        if preemptor is None:
+            break
+        checked.add(preemptor.id)
+        # The sweep's state when it reaches the preemptor: the pass over the jobs before it.
+        # (Holding room for it cannot change whether those start: it is what they left.)
+        key = order_key(preemptor, policy)
+        before = [job for job in candidates if order_key(job, policy) < key]
+        just_before = (*key[:-1], key[-1] - 0.5)  # ids are integers
+        prefix = run_pass(effective, running, before, now, policy, stop_after=just_before)
+        room = prefix.available - lacking
+        frees_at = _room_at(preemptor.request, room, prefix.running, now)
+        lost = sum(
+            plan.lost_seconds[victim] * dominant_share(was_running[victim].request, cluster.total)
+            for victim, by in plan.preempted.items()
+            if by == preemptor.id
+        )
+        # A job ranked after a held one may not jump it by preempting: it waits as well.
+        behind_held = any(order_key(job, policy) < key for job in held.values())
+        if not behind_held and not holding.waits(preemptor, frees_at, lost, now, cluster.total):
+            continue
+        held[preemptor.id] = preemptor
+        kept = _least(preemptor.request, _at_least_zero(room))
+        room_held += kept
+        lacking += preemptor.request - kept
+    if not held:
+        return plan, Resources(), []
+    plan = replace(
+        plan, pending=[*plan.pending, *held.values()], available=plan.available + room_held
+    )
+    deadlines = [
+        job.waiting_since + holding.window_seconds
+        for job in held.values()
+        if holding.window_seconds > 0
+    ]
+    return plan, room_held, deadlines
+
+
+def _room_at(
+    request: Resources, room: Resources, running: Sequence[Job], now: float
+) -> float | None:
+    """The earliest instant the running jobs' known ends make `request` fit, if any."""
+    if request.fits_in(room):
+        return now
+    for ends_at, job in sorted(
+        ((ends_at, job) for job in running if (ends_at := ends_at_of(job)) is not None),
+        key=lambda entry: entry[0],
+    ):
+        room += job.request
+        if request.fits_in(room):
+            return ends_at
+    return None
+
+
+def _least(one: Resources, other: Resources) -> Resources:
+    """The component-wise minimum."""
+    return Resources(min(one.cpu, other.cpu), min(one.ram, other.ram), min(one.gpu, other.gpu))
+
+
+def _at_least_zero(amount: Resources) -> Resources:
+    """`amount` with negative components raised to 0."""
+    return Resources(max(amount.cpu, 0), max(amount.ram, 0), max(amount.gpu, 0))
 
 
 def _as_job(job: TraceJob, waiting_since: float) -> Job:
@@ -413,6 +735,13 @@ def _as_job(job: TraceJob, waiting_since: float) -> Job:
     )
 
 
+def _checkpointed(job: Job, at: float) -> Job:
+    """A running job after a checkpoint at `at`: its unsaved work becomes saved."""
+    return replace(
+        job, saved_seconds=job.saved_seconds + (at - progress_mark(job)), checkpointed_at=at
+    )
+
+
 def _started(job: Job) -> float:
     """A running job's latest start."""
     if job.started_at is None:
@@ -422,9 +751,10 @@ def _started(job: Job) -> float:
 
 def _ends_at(job: Job) -> float:
     """When a running job completes, computed as the scheduler does."""
-    if job.duration_seconds is None:
-        raise ValueError(f"job {job.id} has no duration")
-    return _started(job) + job.duration_seconds
+    ends_at = ends_at_of(job)
+    if ends_at is None:
+        raise ValueError(f"job {job.id} has no duration or is not running")
+    return ends_at
 
 
 def _count_inversions(
@@ -432,15 +762,18 @@ def _count_inversions(
     running_before: dict[int, Job],
     pending_before: dict[int, Job],
     plan: Plan,
+    room_held: Resources,
 ) -> int:
-    """Starts in this pass that left a higher-priority eligible job waiting that fitted."""
+    """Starts in this pass that left a higher-priority eligible job waiting that fitted.
+
+    Room an extra policy held for a job ranked before it does not count as free."""
     if not plan.started:
         return 0
     still_waiting = {job.id for job in plan.pending} & set(pending_before)
     waiting = sorted(
         (pending_before[job_id] for job_id in still_waiting), key=lambda job: -job.priority
     )
-    free = cluster.total - cluster.reserved
+    free = cluster.total - cluster.reserved - room_held
     for job in running_before.values():
         free = free - job.request
     victims_of: dict[int, list[int]] = {}
@@ -475,17 +808,14 @@ def summarize(trace: Trace, result: Replay) -> dict[str, Any]:
         if getattr(total, name) > 0
     }
     window = trace.window
-    kept = [span for span in result.spans if span.kept]
-    useful_in_window = _busy_seconds(kept, "gpu", 0.0, window)
+    useful_in_window = _busy_seconds(result.spans, "gpu", 0.0, window, saved_only=True)
     allocated_in_window = _busy_seconds(result.spans, "gpu", 0.0, window)
-    lost = [span for span in result.spans if not span.kept]
+    lost = [span for span in result.spans if not span.completed]
+    preempted = Counter(span.job_id for span in lost)
 
-    waits: dict[int, float] = {}
-    for span in kept:
-        waits[span.job_id] = span.start - result.eligible_at[span.job_id]
     per_class: dict[str, dict[str, float | int | None]] = {}
     for name, priority, _ in CLASSES:
-        values = np.array([waits[i] for i in waits if jobs[i].priority == priority])
+        values = np.array([result.waited[i] for i in jobs if jobs[i].priority == priority])
         per_class[name] = _wait_stats(values, priority)
     completion = np.array([result.completed_at[i] - jobs[i].submitted_at for i in jobs])
     slowdown = np.array(
@@ -504,13 +834,16 @@ def summarize(trace: Trace, result: Replay) -> dict[str, Any]:
         "window_allocated_gpu_seconds": allocated_in_window,
         "window_useful_gpu_seconds": useful_in_window,
         "wait_seconds": per_class,
-        "mean_wait_seconds": float(np.mean(list(waits.values()))),
+        "mean_wait_seconds": float(np.mean(list(result.waited.values()))),
         "mean_completion_seconds": float(completion.mean()),
         "mean_bounded_slowdown": float(slowdown.mean()),
         "preemptions": result.preemptions,
-        "gpu_seconds_lost_to_preemption": sum(
-            span.request.gpu * (span.end - span.start) for span in lost
-        ),
+        "gpu_seconds_lost_to_preemption": result.lost_gpu_seconds,
+        "gpu_seconds_lost_by_wasteful_preemptions": result.wasteful_lost_gpu_seconds,
+        "jobs_preempted": len(preempted),
+        "most_preemptions_of_one_job": max(preempted.values(), default=0),
+        "preemptions_of_one_gpu_jobs": sum(1 for span in lost if span.request.gpu == 1),
+        "checkpoints": result.checkpoints,
         "priority_inversions": result.inversions,
         "makespan_seconds": makespan,
         "passes": result.passes,
@@ -518,11 +851,15 @@ def summarize(trace: Trace, result: Replay) -> dict[str, Any]:
     }
 
 
-def _busy_seconds(spans: Sequence[Span], resource: str, start: float, end: float) -> float:
-    """Resource-seconds allocated by `spans` within [start, end]."""
+def _busy_seconds(
+    spans: Sequence[Span], resource: str, start: float, end: float, saved_only: bool = False
+) -> float:
+    """Resource-seconds allocated by `spans` within [start, end]; with `saved_only`, only
+    the part of each run whose work was kept (the useful work)."""
     busy = 0.0
     for span in spans:
-        overlap = min(span.end, end) - max(span.start, start)
+        span_end = span.saved_until if saved_only else span.end
+        overlap = min(span_end, end) - max(span.start, start)
         if overlap > 0:
             busy += getattr(span.request, resource) * overlap
     return busy
@@ -686,53 +1023,108 @@ def _releases(jobs: Sequence[TraceJob]) -> dict[int, float]:
 # --- Report ------------------------------------------------------------------------------
 
 TOP_CLASS = max(CLASSES, key=lambda spec: spec[1])[0]
+BEFORE_POLICY_NAME = "spec-before-checkpoints"
+JCT_BASELINE_NAME = "priority-no-preemption"
+WINDOW_POLICY_NAME = "hold-window-60s"
+EXTRA_POLICY_NAME = "waste-check"
+EXTRA_POLICIES = (WINDOW_POLICY_NAME, EXTRA_POLICY_NAME, "waste-check-500")
+SEED_CHECK_POLICIES = (
+    DEFAULT_POLICY_NAME,
+    BEFORE_POLICY_NAME,
+    JCT_BASELINE_NAME,
+    EXTRA_POLICY_NAME,
+)
+EARNS_MIN_SAVING = 0.25  # an extra policy must cut the GPU-hours lost without checkpoints
+TARGET_SHARE_OF_BOUND = 0.97  # with every long job checkpointing
+TARGET_TOP_P99_SECONDS = 60.0
+# The policies drawn in the plots: the rest sit on top of these or clutter them.
+PLOTTED = (DEFAULT_POLICY_NAME, BEFORE_POLICY_NAME, "fifo", JCT_BASELINE_NAME, EXTRA_POLICY_NAME)
+POLICY_NOTES = {
+    DEFAULT_POLICY_NAME: "SPEC 5 as it stands: checkpoints honoured, put-back by unsaved "
+    "work x dominant share",
+    BEFORE_POLICY_NAME: "the default before checkpoints: put-back by start time, every "
+    "preempted run restarts from zero (checkpoints ignored, so the same in every scenario)",
+    "fifo": "submission order, no preemption, no backfill (the original service)",
+    "priority-no-preemption": "priority order with backfill, never preempts",
+    "priority-no-backfill": "the default, but the first job that cannot start stops the sweep",
+    "hypervisor-grace-1h": "the default with HYPERVISOR_PREEMPTION_GRACE_SECONDS=3600",
+    WINDOW_POLICY_NAME: "extra (a wrapper around run_pass): a job about to preempt waits "
+    "instead if the known ends of running jobs free its room within 60 s of its wait, the "
+    "room already free held for it",
+    EXTRA_POLICY_NAME: "extra (a wrapper around run_pass): a job about to preempt waits "
+    "instead while its victims' unsaved work x dominant share exceeds the wait it would "
+    "save x its own dominant share (the wait until known ends free its room), the room "
+    f"already free held for it; {TOP_CLASS} jobs (priority {URGENT_PRIORITY}) always preempt",
+    "waste-check-500": f"extra: the waste check, but jobs of priority {HIGH_PRIORITY} and "
+    "above always preempt",
+}
 
 
-def _targets(policies: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _targets(scenarios: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets for the default policy, each with its value and whether it is met."""
-    default = policies[DEFAULT_POLICY_NAME]
+    full = scenarios["all"]["policies"]
+    none = scenarios["none"]["policies"]
+    default = full[DEFAULT_POLICY_NAME]
     share = default["share_of_lp_bound"]
     top_p99 = default["wait_seconds"][TOP_CLASS]["p99"]
-    baselines = {
-        name: metrics["wait_seconds"][TOP_CLASS]["p99"]
-        for name, metrics in policies.items()
-        if name != DEFAULT_POLICY_NAME
-    }
-    beats = {
-        name: top_p99 is not None and p99 is not None and top_p99 < p99
-        for name, p99 in baselines.items()
-    }
+    jct = default["mean_completion_seconds"]
+    baseline_jct = full[JCT_BASELINE_NAME]["mean_completion_seconds"]
+    plain, before = none[DEFAULT_POLICY_NAME], none[BEFORE_POLICY_NAME]
     return {
-        "share_of_lp_bound": {
+        "all_share_of_lp_bound": {
+            "scenario": "all",
             "target": TARGET_SHARE_OF_BOUND,
             "value": share,
             "met": share >= TARGET_SHARE_OF_BOUND,
         },
-        "zero_priority_inversions": {
+        "all_top_class_p99_wait": {
+            "scenario": "all",
+            "class": TOP_CLASS,
+            "target": TARGET_TOP_P99_SECONDS,
+            "value": top_p99,
+            "met": top_p99 is not None and top_p99 <= TARGET_TOP_P99_SECONDS,
+        },
+        "all_mean_jct_vs_no_preemption": {
+            "scenario": "all",
+            "baseline": JCT_BASELINE_NAME,
+            "target": baseline_jct,
+            "value": jct,
+            "met": jct <= baseline_jct,
+        },
+        "all_zero_priority_inversions": {
+            "scenario": "all",
+            "target": 0,
             "value": default["priority_inversions"],
             "met": default["priority_inversions"] == 0,
         },
-        "best_top_priority_p99_wait": {
-            "class": TOP_CLASS,
-            "value": top_p99,
-            "baselines": baselines,
-            "beats": beats,
-            "met": all(beats.values()),
+        "none_share_beats_before": {
+            "scenario": "none",
+            "baseline": BEFORE_POLICY_NAME,
+            "target": before["share_of_lp_bound"],
+            "value": plain["share_of_lp_bound"],
+            "met": plain["share_of_lp_bound"] > before["share_of_lp_bound"],
+        },
+        "none_lost_beats_before": {
+            "scenario": "none",
+            "baseline": BEFORE_POLICY_NAME,
+            "target": before["gpu_seconds_lost_to_preemption"],
+            "value": plain["gpu_seconds_lost_to_preemption"],
+            "met": plain["gpu_seconds_lost_to_preemption"]
+            < before["gpu_seconds_lost_to_preemption"],
         },
     }
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    """The human-readable report: setup, the tables, and the targets with their reasons."""
+    """The human-readable report: setup, the tables, the targets, the extra policies."""
     config, trace, bound = report["config"], report["trace"], report["lp_bound"]
-    policies = report["policies"]
     lines = [
         "# Scheduling quality (bench/simulate.py)",
         "",
         f"Command: `.venv/bin/python bench/simulate.py --seed {config['seed']} "
-        f"--days {config['days']:g} --gpus {config['gpus']}`"
+        f"--days {config['days']:g} --gpus {config['gpus']}"
         + (" --smoke" if config["smoke"] else "")
-        + f" (load {config['load']:g}, {config['slots']} LP slots); "
+        + f"` (load {config['load']:g}, {config['slots']} LP slots); "
         f"ran in {report['runtime_seconds']:.0f} s.",
         "",
         "## Trace",
@@ -753,6 +1145,24 @@ def _markdown(report: dict[str, Any]) -> str:
         "(Helios: about 200 s and 6,600 s).",
         f"- Offered GPU load over the window: {trace['offered_gpu_load']:.2f}.",
         "",
+        "## Checkpoints: three scenarios",
+        "",
+        f"Each job longer than {config['checkpoint_min_run_seconds'] / 60:.0f} min saves its "
+        f"work every k minutes of each run, k drawn per job uniformly from "
+        f"{config['checkpoint_minutes'][0]} to {config['checkpoint_minutes'][1]} (seeded); "
+        "shorter jobs never do. A checkpoint triggers no pass: the replay sets the running "
+        "job's `saved_seconds` and `checkpointed_at` as SPEC 5 says, a preempted job restarts "
+        "with its saved work, and a job completes at `scheduler.ends_at_of`.",
+        "",
+    ]
+    for name, scenario in report["scenarios"].items():
+        interval = scenario["mean_checkpoint_interval_seconds"]
+        lines.append(
+            f"- **{name}** ({scenario['title']}): {scenario['jobs_checkpointing']} jobs "
+            "checkpoint" + (f", every {_duration_text(interval)} on average." if interval else ".")
+        )
+    lines += [
+        "",
         "## LP bound",
         "",
         f"Time-indexed LP relaxation, {bound['slots']} slots of "
@@ -761,42 +1171,73 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{bound['gpu_seconds'] / 3600:,.0f} GPU-hours of useful work fit inside the window, "
         f"a GPU utilization of {bound['window_gpu_utilization']:.1%}. It relaxes gang "
         "scheduling, non-preemption and dependencies (see the script's docstring), so it is an "
-        "upper bound, not a schedule.",
+        "upper bound, not a schedule. Checkpoints do not change it: the useful pieces of a "
+        "job's runs always add up to its duration.",
+        "",
+        "## Policies",
+        "",
+        *(f"- `{name}`: {POLICY_NOTES[name]}." for name in POLICIES),
         "",
         "## Results",
         "",
-        "Utilization is allocated over total from time 0 to the policy's makespan (discarded "
-        "work included); *in window* is the same for GPUs inside the arrival window; "
-        "*share of LP* is the useful (not later discarded) GPU work inside the window over the "
-        "LP bound. Waits run from eligibility to the start of the run that completed.",
+        "*Useful work* is the GPU work inside the arrival window that was kept (completed "
+        "runs, and preempted runs up to their latest checkpoint) over the LP bound. *GPU-h "
+        "lost* sums, over every preemption, the victim's unsaved seconds (`Plan.lost_seconds`) "
+        "times its GPUs. JCT runs from submission to completion; bounded slowdown is the time "
+        "from eligibility to completion over max(duration, 10 s). Waits are the time spent "
+        "pending once eligible (before the first start and after each preemption). *GPU util* "
+        "is allocated over total from time 0 to the makespan, discarded work included.",
         "",
-        "| policy | GPU util | CPU util | RAM util | GPU util in window | share of LP | "
-        f"{TOP_CLASS} p99 wait | mean wait | mean JCT | mean bounded slowdown | preemptions | "
-        "GPU-h lost | inversions | makespan |",
-        "|---|" + "---:|" * 13,
     ]
-    for name, metrics in policies.items():
-        utilization = metrics["utilization"]
+    for name, scenario in report["scenarios"].items():
+        lines += [f"### {name}: {scenario['title']}", "", *_scenario_table(scenario), ""]
+        lines += [
+            "Wait per priority class (mean / p50 / p99):",
+            "",
+            *_class_wait_table(scenario),
+            "",
+        ]
+    lines += ["## Targets for the default policy", "", *_target_lines(report), ""]
+    if report["other_seeds"]:
+        lines += ["## Other seeds", "", *_other_seed_lines(report), ""]
+    lines += ["## One step further: wait instead of preempting", "", *_extra_lines(report), ""]
+    lines += [
+        "Plots: `utilization.png` (GPU utilization over time), `wait_cdf.png` (wait CDF), "
+        "per scenario for " + ", ".join(PLOTTED) + "; `lost_work.png` (GPU-hours lost and "
+        "useful work per policy and scenario).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _scenario_table(scenario: dict[str, Any]) -> list[str]:
+    """One row per policy: the headline numbers of one scenario."""
+    lines = [
+        "| policy | useful work, % of LP | GPU-h lost | preemptions | mean JCT | "
+        f"mean bounded slowdown | {TOP_CLASS} p99 wait | inversions | GPU util | makespan |",
+        "|---|" + "---:|" * 9,
+    ]
+    for name, metrics in scenario["policies"].items():
         lines.append(
-            f"| {name} | {utilization['gpu']:.1%} | {utilization['cpu']:.1%} | "
-            f"{utilization['ram']:.1%} | {metrics['window_gpu_utilization']:.1%} | "
-            f"{metrics['share_of_lp_bound']:.1%} | "
-            f"{_duration_text(metrics['wait_seconds'][TOP_CLASS]['p99'])} | "
-            f"{_duration_text(metrics['mean_wait_seconds'])} | "
-            f"{_duration_text(metrics['mean_completion_seconds'])} | "
-            f"{metrics['mean_bounded_slowdown']:.1f} | {metrics['preemptions']} | "
+            f"| {name} | {metrics['share_of_lp_bound']:.1%} | "
             f"{metrics['gpu_seconds_lost_to_preemption'] / 3600:.1f} | "
-            f"{metrics['priority_inversions']} | "
+            f"{metrics['preemptions']} | "
+            f"{_duration_text(metrics['mean_completion_seconds'])} | "
+            f"{metrics['mean_bounded_slowdown']:.1f} | "
+            f"{_duration_text(metrics['wait_seconds'][TOP_CLASS]['p99'])} | "
+            f"{metrics['priority_inversions']} | {metrics['utilization']['gpu']:.1%} | "
             f"{_duration_text(metrics['makespan_seconds'])} |"
         )
-    lines += [
-        "",
-        "Wait per priority class (mean / p50 / p99):",
-        "",
+    return lines
+
+
+def _class_wait_table(scenario: dict[str, Any]) -> list[str]:
+    """One row per policy: mean / p50 / p99 wait of each priority class."""
+    lines = [
         "| policy | " + " | ".join(f"{name} ({priority})" for name, priority, _ in CLASSES) + " |",
         "|---|" + "---:|" * len(CLASSES),
     ]
-    for name, metrics in policies.items():
+    for name, metrics in scenario["policies"].items():
         cells = []
         for class_name, _, _ in CLASSES:
             stats = metrics["wait_seconds"][class_name]
@@ -805,97 +1246,313 @@ def _markdown(report: dict[str, Any]) -> str:
                 + f" (n={stats['jobs']})"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "## Targets for the default policy", "", *_target_lines(report), ""]
-    lines += [
-        "Plots: `utilization.png` (GPU utilization over time per policy), "
-        "`wait_cdf.png` (wait-time CDF per policy).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _target_lines(report: dict[str, Any]) -> list[str]:
-    """One bullet per target: met or missed, and why when missed."""
-    targets = report["targets"]
-    share = targets["share_of_lp_bound"]
-    line = (
-        f"- At least {share['target']:.0%} of the LP bound: **{_verdict(share['met'])}** "
-        f"({share['value']:.1%})."
-    )
-    if not share["met"]:
-        line += " " + _share_gap(report)
-    lines = [line]
-
-    inversions = targets["zero_priority_inversions"]
-    line = f"- Zero priority inversions: **{_verdict(inversions['met'])}** ({inversions['value']})."
-    if not inversions["met"]:
-        line += (
-            " A job started while a higher-priority eligible job that fitted the free capacity "
-            "kept waiting; see the replay's inversion count per policy."
-        )
-    lines.append(line)
-
-    top = targets["best_top_priority_p99_wait"]
-    compared = ", ".join(f"{name} {_duration_text(p99)}" for name, p99 in top["baselines"].items())
-    line = (
-        f"- Best {top['class']} p99 wait: **{_verdict(top['met'])}** "
-        f"(default {_duration_text(top['value'])}; {compared})."
-    )
-    if not top["met"]:
-        line += " " + _top_wait_gap(report)
-    lines.append(line)
     return lines
 
 
-def _top_wait_gap(report: dict[str, Any]) -> str:
-    """Why the default's top-class p99 wait does not beat every baseline."""
-    top = report["targets"]["best_top_priority_p99_wait"]
-    if top["value"] is None:
-        return "The top class has no jobs in this trace."
-    reasons = []
-    for name, beaten in top["beats"].items():
-        if beaten:
-            continue
-        policy = POLICIES[name]
-        if top["baselines"][name] == top["value"] and policy.priority_order and policy.preemption:
-            reasons.append(
-                f"It ties with {name}: both sweep {top['class']} jobs first and preempt any "
-                "lower work for them (no grace period), so a job of the "
-                f"{top['class']} class waits only for capacity held by others of its class; "
-                f"the two then differ only in whether a smaller {top['class']} job may start "
-                "past a blocked one, which did not change the p99 here."
+def _target_lines(report: dict[str, Any]) -> list[str]:
+    """One bullet per target: met or missed, and when missed why and what to do next."""
+    targets = report["targets"]
+    share = targets["all_share_of_lp_bound"]
+    top = targets["all_top_class_p99_wait"]
+    jct = targets["all_mean_jct_vs_no_preemption"]
+    inversions = targets["all_zero_priority_inversions"]
+    none_share = targets["none_share_beats_before"]
+    none_lost = targets["none_lost_beats_before"]
+    bullets = [
+        (
+            "all_share_of_lp_bound",
+            f"Every long job checkpointing, useful work at least {share['target']:.0%} of the "
+            f"LP bound: **{_verdict(share['met'])}** ({share['value']:.1%}).",
+            _share_gap,
+        ),
+        (
+            "all_top_class_p99_wait",
+            f"Every long job checkpointing, {top['class']} p99 wait at most "
+            f"{_duration_text(top['target'])}: **{_verdict(top['met'])}** "
+            f"({_duration_text(top['value'])}).",
+            _top_wait_gap,
+        ),
+        (
+            "all_mean_jct_vs_no_preemption",
+            f"Every long job checkpointing, mean JCT no worse than {jct['baseline']}: "
+            f"**{_verdict(jct['met'])}** ({_duration_text(jct['value'])} against "
+            f"{_duration_text(jct['target'])}).",
+            _jct_gap,
+        ),
+        (
+            "all_zero_priority_inversions",
+            f"Every long job checkpointing, zero priority inversions: "
+            f"**{_verdict(inversions['met'])}** ({inversions['value']}).",
+            _inversion_gap,
+        ),
+        (
+            "none_share_beats_before",
+            f"No checkpoints, useful work above {none_share['baseline']} (victim choice alone): "
+            f"**{_verdict(none_share['met'])}** ({none_share['value']:.1%} against "
+            f"{none_share['target']:.1%}).",
+            _victim_choice_gap,
+        ),
+        (
+            "none_lost_beats_before",
+            f"No checkpoints, fewer GPU-hours lost than {none_lost['baseline']} (victim choice "
+            f"alone): **{_verdict(none_lost['met'])}** ({none_lost['value'] / 3600:,.1f} "
+            f"against {none_lost['target'] / 3600:,.1f}).",
+            _victim_choice_gap,
+        ),
+    ]
+    lines, explained = [], set()
+    for key, text, reason in bullets:
+        target = targets[key]
+        others = report["other_seeds"]
+        if others:
+            text += (
+                " Other seeds: "
+                + ", ".join(
+                    f"seed {seed} {_verdict(other['targets'][key]['met'])}"
+                    for seed, other in others.items()
+                )
+                + "."
             )
-        else:
-            reasons.append(f"{name} gives the {top['class']} class a lower or equal p99 wait.")
-    return " ".join(reasons)
+        if not target["met"]:
+            text += " " + ("The same cause as above." if reason in explained else reason(report))
+            explained.add(reason)
+        lines.append(f"- {text}")
+    return lines
+
+
+def _other_seed_lines(report: dict[str, Any]) -> list[str]:
+    """The main policies on traces of other seeds: are the conclusions the trace's own?"""
+    lines = [
+        "The same generator and checkpoint model with other seeds (same size and load), for "
+        "the default, the old default, priority without preemption and the waste check:",
+        "",
+        "| seed | scenario | policy | useful work, % of LP | GPU-h lost | preemptions | "
+        f"mean JCT | high p99 wait | {TOP_CLASS} p99 wait | inversions |",
+        "|---|---|---|" + "---:|" * 7,
+    ]
+    for seed, other in report["other_seeds"].items():
+        for scenario_name, scenario in other["scenarios"].items():
+            for name, metrics in scenario["policies"].items():
+                lines.append(
+                    f"| {seed} | {scenario_name} | {name} | {metrics['share_of_lp_bound']:.1%} | "
+                    f"{metrics['gpu_seconds_lost_to_preemption'] / 3600:.1f} | "
+                    f"{metrics['preemptions']} | "
+                    f"{_duration_text(metrics['mean_completion_seconds'])} | "
+                    f"{_duration_text(metrics['wait_seconds']['high']['p99'])} | "
+                    f"{_duration_text(metrics['wait_seconds'][TOP_CLASS]['p99'])} | "
+                    f"{metrics['priority_inversions']} |"
+                )
+    return lines
 
 
 def _share_gap(report: dict[str, Any]) -> str:
-    """Split the default policy's shortfall from the bound into discarded and unallocated work."""
+    """Split the default's shortfall from the bound (all checkpointing) into its parts."""
     bound = report["lp_bound"]["gpu_seconds"]
-    default = report["policies"][DEFAULT_POLICY_NAME]
-    useful, allocated = (
-        default["window_useful_gpu_seconds"],
-        default["window_allocated_gpu_seconds"],
-    )
-    discarded, unallocated = allocated - useful, bound - allocated
-    best = max(
-        (name for name in report["policies"] if name != DEFAULT_POLICY_NAME),
-        key=lambda name: report["policies"][name]["share_of_lp_bound"],
-    )
+    policies = report["scenarios"]["all"]["policies"]
+    default = policies[DEFAULT_POLICY_NAME]
+    useful = default["window_useful_gpu_seconds"]
+    allocated = default["window_allocated_gpu_seconds"]
+    extra = policies[EXTRA_POLICY_NAME]
     return (
         f"The shortfall is {(bound - useful) / 3600:,.0f} GPU-hours: "
-        f"{discarded / 3600:,.0f} GPU-hours inside the window were allocated to runs that "
-        f"preemption later discarded ({default['preemptions']} preemptions; SPEC 5 restarts a "
-        "preempted job's duration from its next start, and with heavy-tailed run times the "
-        "victims are often hours into their run), and "
-        f"{unallocated / 3600:,.0f} GPU-hours of the bound were never allocated at all. "
-        f"Counting discarded work as utilization the default would reach "
-        f"{default['allocated_share_of_lp_bound']:.1%}, but the bound caps each job at its "
-        f"duration, so only useful work compares with it. {best} reaches "
-        f"{report['policies'][best]['share_of_lp_bound']:.1%} of the bound: the difference is "
-        "the price of preemption with restart; what it buys shows in the waits per class."
+        f"{(allocated - useful) / 3600:,.0f} inside the window went to work that preemption "
+        f"discarded after the victims' latest checkpoints, "
+        f"{(bound - allocated) / 3600:,.0f} were never allocated. "
+        + (
+            f"Next step: the waste check below reaches {extra['share_of_lp_bound']:.1%} on the "
+            "same trace."
+            if extra["share_of_lp_bound"] > default["share_of_lp_bound"]
+            else "The waste check below does not close it; the next step is the unallocated "
+            "part: backfill that respects the room a blocked job is waiting for."
+        )
     )
+
+
+def _top_wait_gap(report: dict[str, Any]) -> str:
+    """Why the top class waits longer than the target."""
+    return (
+        f"{TOP_CLASS} jobs preempt any lower work at once (no grace period), so one waits "
+        f"only for capacity held by other {TOP_CLASS} jobs, or for a size that lower work "
+        "cannot free. Next step: a quota or a reserve for the class."
+    )
+
+
+def _jct_gap(report: dict[str, Any]) -> str:
+    """Why the default's mean JCT is above the baseline's."""
+    default = report["scenarios"]["all"]["policies"][DEFAULT_POLICY_NAME]
+    extra = report["scenarios"]["all"]["policies"][EXTRA_POLICY_NAME]
+    return (
+        f"Preemption still discards "
+        f"{default['gpu_seconds_lost_to_preemption'] / 3600:,.0f} GPU-hours of work done since "
+        "the victims' latest checkpoints, and the redone work delays everyone. Next step: "
+        f"the waste check below ({_duration_text(extra['mean_completion_seconds'])})."
+    )
+
+
+def _inversion_gap(report: dict[str, Any]) -> str:
+    """What an inversion is and where to look."""
+    return (
+        "A job started while a higher-priority eligible job that fitted the free capacity "
+        "kept waiting; `_count_inversions` in the script counts them per pass."
+    )
+
+
+def _victim_choice_gap(report: dict[str, Any]) -> str:
+    """Why the cost-aware put-back alone loses more work than the start-time order."""
+    policies = report["scenarios"]["none"]["policies"]
+    default, before = policies[DEFAULT_POLICY_NAME], policies[BEFORE_POLICY_NAME]
+    extra = policies[EXTRA_POLICY_NAME]
+
+    def per_preemption(metrics: dict[str, Any]) -> float:
+        return metrics["gpu_seconds_lost_to_preemption"] / 3600 / max(metrics["preemptions"], 1)
+
+    return (
+        "Without checkpoints the unsaved work is the time since the latest start, so the new "
+        "put-back differs from the old one only by weighing it by dominant share: it keeps "
+        "large jobs and preempts small ones. Each preemption loses less "
+        f"({per_preemption(default):.1f} GPU-h on average, against "
+        f"{per_preemption(before):.1f}), but there are {default['preemptions']} instead of "
+        f"{before['preemptions']}: {default['preemptions_of_one_gpu_jobs']} of them hit "
+        f"1-GPU jobs (before: {before['preemptions_of_one_gpu_jobs']}), which restart in the "
+        f"room left over and are preempted again — {default['jobs_preempted']} jobs took "
+        f"every preemption, one of them {default['most_preemptions_of_one_job']} times "
+        f"(before: {before['jobs_preempted']} jobs, at most "
+        f"{before['most_preemptions_of_one_job']}). The rule minimizes each preemption's "
+        "loss, not the sum over a day. Next step: count in a candidate's cost the work its "
+        "earlier preemptions already discarded, or the waste check below, which loses "
+        f"{extra['gpu_seconds_lost_to_preemption'] / 3600:,.0f} GPU-hours here."
+    )
+
+
+def _extra_lines(report: dict[str, Any]) -> list[str]:
+    """Where most is left, the two wrappers tried, their numbers, and the verdict."""
+    scenarios = report["scenarios"]
+    none = scenarios["none"]["policies"][DEFAULT_POLICY_NAME]
+    full = scenarios["all"]["policies"][DEFAULT_POLICY_NAME]
+    lines = [
+        f"With every long job checkpointing the default reaches {full['share_of_lp_bound']:.1%} "
+        f"of the bound and loses {full['gpu_seconds_lost_to_preemption'] / 3600:,.0f} "
+        f"GPU-hours; where jobs do not checkpoint it reaches {none['share_of_lp_bound']:.1%} "
+        f"and loses {none['gpu_seconds_lost_to_preemption'] / 3600:,.0f}, of which "
+        f"{none['gpu_seconds_lost_by_wasteful_preemptions'] / 3600:,.0f} went to preemptions "
+        "whose victims lost more GPU work than the preempting job itself would do (its GPUs "
+        "times its duration). Durations are known (timed deployments), so a pass can tell "
+        "how long a job would wait without preempting. Two rules, as wrappers around "
+        "`run_pass` in this script (not in `scheduler.py`), each holding the room already "
+        "free for the job that waits and letting no job ranked after it preempt:",
+        "",
+        *(f"- `{name}`: {POLICY_NOTES[name]}." for name in EXTRA_POLICIES),
+        "",
+        "| scenario | policy | useful work, % of LP | GPU-h lost | preemptions | mean JCT | "
+        "high p99 wait | "
+        f"{TOP_CLASS} p99 wait | inversions |",
+        "|---|---|" + "---:|" * 7,
+    ]
+    for scenario_name, scenario in scenarios.items():
+        for name in (DEFAULT_POLICY_NAME, *EXTRA_POLICIES):
+            metrics = scenario["policies"][name]
+            lines.append(
+                f"| {scenario_name} | {name} | {metrics['share_of_lp_bound']:.1%} | "
+                f"{metrics['gpu_seconds_lost_to_preemption'] / 3600:.1f} | "
+                f"{metrics['preemptions']} | "
+                f"{_duration_text(metrics['mean_completion_seconds'])} | "
+                f"{_duration_text(metrics['wait_seconds']['high']['p99'])} | "
+                f"{_duration_text(metrics['wait_seconds'][TOP_CLASS]['p99'])} | "
+                f"{metrics['priority_inversions']} |"
+            )
+    verdicts = _extra_verdict(report)
+    lines += ["", *verdicts]
+    if any("**earns" in line for line in verdicts):
+        lines += [
+            "",
+            "What the SPEC change would say (SPEC 5, step 5, before the put-back): compare the "
+            "unsaved work the victims would lose (seconds x dominant share, summed) with the "
+            "wait the preemption saves D (seconds until the known ends of running deployments "
+            "free D's room, times D's dominant share; no saving is known when a duration is "
+            "unknown, and then D preempts). If the loss is above "
+            "`HYPERVISOR_PREEMPTION_WASTE_RATIO` (1) times that wait and D's priority is below "
+            "`HYPERVISOR_PREEMPTION_ALWAYS_PRIORITY`, D waits instead: the capacity free at its "
+            "turn is held for it and no deployment after it in the order preempts in that "
+            'pass. The invariant "no eligible pending deployment could be made to fit by '
+            'preempting" gains the same exception. The always-preempt priority is the '
+            "operator's trade: at 900 the waste check saves the most and high-priority jobs "
+            "wait for known ends; at 500 they keep their instant start and it saves less.",
+        ]
+    return lines
+
+
+def _extra_verdict(report: dict[str, Any]) -> list[str]:
+    """Whether each extra policy earns a SPEC change, from the numbers.
+
+    It does if, in every scenario, it is at least as good as the default on useful work
+    (within 0.1 point), GPU-hours lost, mean JCT and inversions, keeps the top class's p99
+    wait within the target, and without checkpoints cuts the GPU-hours lost by at least
+    `EARNS_MIN_SAVING`. Its price, the wait of the class that now waits, is stated with it.
+    """
+    scenarios = report["scenarios"]
+    lines = []
+    for name in EXTRA_POLICIES:
+        failures = []
+        for scenario_name, scenario in scenarios.items():
+            default, extra = scenario["policies"][DEFAULT_POLICY_NAME], scenario["policies"][name]
+            worse = [
+                label
+                for label, is_worse in (
+                    (
+                        "useful work",
+                        extra["share_of_lp_bound"] < default["share_of_lp_bound"] - 0.001,
+                    ),
+                    (
+                        "GPU-hours lost",
+                        extra["gpu_seconds_lost_to_preemption"]
+                        > default["gpu_seconds_lost_to_preemption"],
+                    ),
+                    (
+                        "mean JCT",
+                        extra["mean_completion_seconds"] > default["mean_completion_seconds"],
+                    ),
+                    ("inversions", extra["priority_inversions"] > 0),
+                    (
+                        f"{TOP_CLASS} p99 wait",
+                        (extra["wait_seconds"][TOP_CLASS]["p99"] or 0.0) > TARGET_TOP_P99_SECONDS,
+                    ),
+                )
+                if is_worse
+            ]
+            if worse:
+                failures.append(f"{', '.join(worse)} worse in {scenario_name}")
+        before = scenarios["none"]["policies"][DEFAULT_POLICY_NAME]
+        after = scenarios["none"]["policies"][name]
+        saving = 1 - after["gpu_seconds_lost_to_preemption"] / max(
+            before["gpu_seconds_lost_to_preemption"], 1e-9
+        )
+        if saving < EARNS_MIN_SAVING:
+            failures.append(
+                f"without checkpoints it changes the GPU-hours lost by {-saving:+.0%}, where "
+                f"{-EARNS_MIN_SAVING:+.0%} or better is asked"
+            )
+        high = ", ".join(
+            f"{scenario_name} {_duration_text(_high_p99(scenario, name))}"
+            for scenario_name, scenario in scenarios.items()
+        )
+        lines.append(
+            f"- `{name}`: **{'does not earn' if failures else 'earns'} a SPEC change**"
+            + (f" ({'; '.join(failures)})." if failures else ".")
+            + " Without checkpoints: GPU-hours lost "
+            f"{before['gpu_seconds_lost_to_preemption'] / 3600:,.0f} -> "
+            f"{after['gpu_seconds_lost_to_preemption'] / 3600:,.0f} ({-saving:+.0%}), useful "
+            f"work {before['share_of_lp_bound']:.1%} -> {after['share_of_lp_bound']:.1%}, mean "
+            f"JCT {_duration_text(before['mean_completion_seconds'])} -> "
+            f"{_duration_text(after['mean_completion_seconds'])}. The price is paid by the jobs "
+            f"that now wait instead of preempting: high p99 wait {high}."
+        )
+    return lines
+
+
+def _high_p99(scenario: dict[str, Any], name: str) -> float | None:
+    """The p99 wait of the high class under one policy in one scenario."""
+    value: float | None = scenario["policies"][name]["wait_seconds"]["high"]["p99"]
+    return value
 
 
 def _verdict(met: bool) -> str:
@@ -919,20 +1576,24 @@ def _duration_text(seconds: float | None) -> str:
 def _summary_table(report: dict[str, Any]) -> str:
     """A short fixed-width table for the terminal."""
     header = (
-        f"{'policy':<24} {'GPU util':>9} {'% of LP':>8} {TOP_CLASS + ' p99':>11} "
-        f"{'inversions':>10} {'preemptions':>11}\n"
+        f"{'scenario':<8} {'policy':<24} {'% of LP':>8} {'GPU-h lost':>10} "
+        f"{'mean JCT':>9} {TOP_CLASS + ' p99':>11} {'inversions':>10} {'preemptions':>11}\n"
     )
     rows = [header]
-    for name, metrics in report["policies"].items():
-        rows.append(
-            f"{name:<24} {metrics['utilization']['gpu']:>9.1%} "
-            f"{metrics['share_of_lp_bound']:>8.1%} "
-            f"{_duration_text(metrics['wait_seconds'][TOP_CLASS]['p99']):>11} "
-            f"{metrics['priority_inversions']:>10} {metrics['preemptions']:>11}\n"
-        )
+    for scenario_name, scenario in report["scenarios"].items():
+        for name, metrics in scenario["policies"].items():
+            rows.append(
+                f"{scenario_name:<8} {name:<24} {metrics['share_of_lp_bound']:>8.1%} "
+                f"{metrics['gpu_seconds_lost_to_preemption'] / 3600:>10.1f} "
+                f"{_duration_text(metrics['mean_completion_seconds']):>9} "
+                f"{_duration_text(metrics['wait_seconds'][TOP_CLASS]['p99']):>11} "
+                f"{metrics['priority_inversions']:>10} {metrics['preemptions']:>11}\n"
+            )
+    met = sum(1 for target in report["targets"].values() if target["met"])
     bound = report["lp_bound"]
     rows.append(
         f"LP bound: {bound['window_gpu_utilization']:.1%} GPU utilization inside the window; "
+        f"targets met: {met} of {len(report['targets'])}; "
         f"runtime {report['runtime_seconds']:.0f} s\n"
     )
     return "".join(rows)
@@ -941,48 +1602,82 @@ def _summary_table(report: dict[str, Any]) -> str:
 # --- Plots -------------------------------------------------------------------------------
 
 
-def _plot_utilization(trace: Trace, replays: dict[str, Replay], path: Path) -> None:
-    """GPU utilization over time per policy, averaged per bin, with the LP bound's mean."""
-    end = max(max(result.completed_at.values()) for result in replays.values())
+def _plot_utilization(trace: Trace, replays: dict[str, dict[str, Replay]], path: Path) -> None:
+    """GPU utilization over time per plotted policy, one panel per scenario."""
+    end = max(
+        max(result.completed_at.values())
+        for by_policy in replays.values()
+        for result in by_policy.values()
+    )
     width = 3600.0 if trace.window >= DAY else trace.window / 24
     edges = np.arange(0.0, end + width, width)
-    figure = Figure(figsize=(11, 4.5))
-    axes = figure.add_subplot()
-    for name, result in replays.items():
-        starts = np.array([span.start for span in result.spans])
-        ends = np.array([span.end for span in result.spans])
-        gpus = np.array([span.request.gpu for span in result.spans], dtype=float)
-        busy = (np.clip(edges[:, None] - starts, 0.0, ends - starts) * gpus).sum(axis=1)
-        share = np.diff(busy) / (width * trace.cluster.total.gpu)
-        axes.step(edges[:-1] / 3600, share, where="post", label=name, linewidth=1)
-    axes.axvline(trace.window / 3600, color="grey", linestyle="--", linewidth=1)
-    axes.text(trace.window / 3600, 1.02, " end of arrivals", color="grey", fontsize=8)
-    axes.set_xlabel("hours")
-    axes.set_ylabel(f"GPUs allocated / {trace.cluster.total.gpu}")
-    axes.set_ylim(0, 1.08)
-    axes.set_title(f"GPU utilization over time ({width / 60:.0f}-minute averages)")
-    axes.legend(fontsize=8, loc="lower left")
+    figure = Figure(figsize=(11, 3.2 * len(replays)))
+    for row, (scenario, by_policy) in enumerate(replays.items(), 1):
+        axes = figure.add_subplot(len(replays), 1, row)
+        for name in PLOTTED:
+            spans = by_policy[name].spans
+            starts = np.array([span.start for span in spans])
+            ends = np.array([span.end for span in spans])
+            gpus = np.array([span.request.gpu for span in spans], dtype=float)
+            busy = (np.clip(edges[:, None] - starts, 0.0, ends - starts) * gpus).sum(axis=1)
+            share = np.diff(busy) / (width * trace.cluster.total.gpu)
+            axes.step(edges[:-1] / 3600, share, where="post", label=name, linewidth=1)
+        axes.axvline(trace.window / 3600, color="grey", linestyle="--", linewidth=1)
+        axes.set_ylabel(f"GPUs allocated / {trace.cluster.total.gpu}")
+        axes.set_ylim(0, 1.08)
+        axes.set_title(f"{scenario}: {SCENARIO_TITLES[scenario]}", fontsize=10)
+        if row == 1:
+            axes.legend(fontsize=7, loc="lower left")
+    axes.set_xlabel(f"hours ({width / 60:.0f}-minute averages; dashed: end of arrivals)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
 
 
-def _plot_wait_cdf(replays: dict[str, Replay], path: Path) -> None:
-    """The CDF of every job's wait, per policy, on a log axis."""
-    figure = Figure(figsize=(7, 4.5))
-    axes = figure.add_subplot()
-    for name, result in replays.items():
-        waits = np.sort(
-            [span.start - result.eligible_at[span.job_id] for span in result.spans if span.kept]
-        )
-        fractions = np.arange(1, waits.size + 1) / waits.size
-        axes.step(waits + 1.0, fractions, where="post", label=name, linewidth=1)
-    axes.set_xscale("log")
-    axes.set_xlabel("wait + 1 s (seconds, log scale)")
-    axes.set_ylabel("fraction of jobs")
-    axes.set_title("Wait-time CDF (eligibility to the start of the run that completed)")
-    axes.legend(fontsize=8, loc="lower right")
+def _plot_wait_cdf(replays: dict[str, dict[str, Replay]], path: Path) -> None:
+    """The CDF of every job's wait per plotted policy, one panel per scenario, log axis."""
+    figure = Figure(figsize=(5 * len(replays), 4.2))
+    for column, (scenario, by_policy) in enumerate(replays.items(), 1):
+        axes = figure.add_subplot(1, len(replays), column)
+        for name in PLOTTED:
+            waits = np.sort(list(by_policy[name].waited.values()))
+            fractions = np.arange(1, waits.size + 1) / waits.size
+            axes.step(waits + 1.0, fractions, where="post", label=name, linewidth=1)
+        axes.set_xscale("log")
+        axes.set_xlabel("wait + 1 s (log scale)")
+        axes.set_title(f"{scenario}: {SCENARIO_TITLES[scenario]}", fontsize=10)
+        if column == 1:
+            axes.set_ylabel("fraction of jobs")
+            axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
+
+
+def _plot_lost_work(report: dict[str, Any], path: Path) -> None:
+    """GPU-hours lost and useful work (% of the LP bound) per policy, bars per scenario."""
+    scenarios = report["scenarios"]
+    names = list(POLICIES)
+    positions = np.arange(len(names))
+    width = 0.8 / len(scenarios)
+    figure = Figure(figsize=(12, 7))
+    lost_axes = figure.add_subplot(2, 1, 1)
+    share_axes = figure.add_subplot(2, 1, 2)
+    for index, (scenario_name, scenario) in enumerate(scenarios.items()):
+        policies = scenario["policies"]
+        offset = positions + (index - (len(scenarios) - 1) / 2) * width
+        lost = [policies[name]["gpu_seconds_lost_to_preemption"] / 3600 for name in names]
+        share = [100 * policies[name]["share_of_lp_bound"] for name in names]
+        label = f"{scenario_name}: {SCENARIO_TITLES[scenario_name]}"
+        lost_axes.bar(offset, lost, width, label=label)
+        share_axes.bar(offset, share, width, label=label)
+    lost_axes.set_ylabel("GPU-hours lost to preemption")
+    lost_axes.legend(fontsize=8)
+    share_axes.axhline(100 * TARGET_SHARE_OF_BOUND, color="grey", linestyle="--", linewidth=1)
+    share_axes.set_ylabel("useful work, % of LP bound")
+    share_axes.set_ylim(50, 101)
+    for axes in (lost_axes, share_axes):
+        axes.set_xticks(positions, names, fontsize=8, rotation=15)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
