@@ -159,6 +159,10 @@ class Cluster(Base):
     lost_cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     lost_ram_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     lost_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # Bumped by every change to the cluster's state; the loop forecasts again when it has
+    # moved past `forecast_revision`.
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    forecast_revision: Mapped[int] = mapped_column(BigInteger, default=-1)
 
     organization: Mapped[Organization] = relationship()
 
@@ -230,6 +234,12 @@ class Deployment(Base):
     # A running timed deployment's end (latest start + duration - saved work at that start;
     # a checkpoint leaves it unchanged): lets a create ask "is anything due?" with an index.
     ends_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The forecast (SPEC §5), written by the loop for every unfinished deployment of a
+    # cluster whose state changed: read by every request, computed by none.
+    estimated_start_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    estimated_end_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    estimate_basis: Mapped[str | None] = mapped_column(String(16))
+    estimate_reason: Mapped[str | None] = mapped_column(String(1024))
 
     cluster: Mapped[Cluster] = relationship()
     created_by: Mapped[User] = relationship()

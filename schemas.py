@@ -454,11 +454,17 @@ DEPLOYMENT_EXAMPLE: dict[str, Any] = {
     "preemption_count": 0,
     "saved_seconds": 0.0,
     "checkpointed_at": None,
+    "estimated_start_at": "2026-12-01T11:20:30Z",
+    "estimated_end_at": None,
+    "estimate_basis": "unknown",
     "created_by": "bob",
     "created_at": "2026-12-01T09:20:30Z",
     "started_at": None,
     "finished_at": None,
 }
+
+
+EstimateBasis = Literal["declared", "history", "unknown"]
 
 
 class DeploymentRead(Output):
@@ -484,6 +490,16 @@ class DeploymentRead(Output):
     )
     checkpointed_at: datetime | None = Field(
         description="The latest checkpoint of the current run (of the last run while waiting)"
+    )
+    estimated_start_at: datetime | None = Field(
+        description="Pending: when the forecast expects it to start (null when unknown)"
+    )
+    estimated_end_at: datetime | None = Field(
+        description="Pending or running: when the forecast expects it to end"
+    )
+    estimate_basis: EstimateBasis | None = Field(
+        description="declared (every duration it rests on was given), history (some come "
+        "from past runs) or unknown; null once finished or before the first forecast"
     )
     created_by: str
     created_at: datetime
@@ -548,7 +564,7 @@ class Preview(Output):
     queue_position: int | None
     reason: str | None
     estimated_start_at: datetime | None
-    estimate_basis: Literal["declared", "history", "unknown"]
+    estimate_basis: EstimateBasis
 
 
 @dataclass(frozen=True)
@@ -585,6 +601,8 @@ QUEUE_ENTRY_EXAMPLE: dict[str, Any] = {
     "eligible": True,
     "preemption_count": 1,
     "submitted_at": "2026-12-01T09:20:00Z",
+    "estimated_start_at": "2026-12-01T11:20:00Z",
+    "estimate_basis": "declared",
 }
 
 
@@ -605,6 +623,8 @@ class QueueEntry(Output):
     eligible: bool
     preemption_count: int
     submitted_at: datetime
+    estimated_start_at: datetime | None
+    estimate_basis: EstimateBasis | None
 
 
 class Queue(Output):

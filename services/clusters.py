@@ -11,7 +11,7 @@ from models import Cluster, Role, User
 from services.access import locked_cluster, organization_as_member
 from services.errors import Conflict, flush_or_conflict
 from services.loading import Usage, cluster_usage, reserved_of
-from services.scheduling import schedule_locked_cluster
+from services.scheduling import changed, schedule_locked_cluster
 from services.views import cluster_read, cluster_view
 from utils import get_settings
 
@@ -88,6 +88,7 @@ def reserve_capacity(
     short = exceeding(_amount(body), available, "{wanted} {name} requested, {limit} available")
     if short:
         raise Conflict(f"cannot reserve more than is available: {short}")
+    changed(cluster)
     cluster.reserved_cpu += body.cpu
     cluster.reserved_ram += body.ram
     cluster.reserved_gpu += body.gpu
@@ -105,6 +106,7 @@ def release_capacity(
     )
     if over:
         raise Conflict(f"cannot release more than is reserved: {over}")
+    changed(cluster)
     cluster.reserved_cpu -= body.cpu
     cluster.reserved_ram -= body.ram
     cluster.reserved_gpu -= body.gpu
@@ -124,6 +126,7 @@ def resize_cluster(
     below = exceeding(allocated, new_total, "{name} {limit} < {wanted} allocated")
     if below:
         raise Conflict(f"the new total is below what is allocated: {below}")
+    changed(cluster)
     cluster.total_cpu = body.total_cpu
     cluster.total_ram = body.total_ram
     cluster.total_gpu = body.total_gpu

@@ -37,6 +37,7 @@ from services.loading import (
     starvation_guard,
 )
 from services.scheduling import (
+    changed,
     finish,
     finish_due,
     record,
@@ -247,6 +248,7 @@ def checkpoint_deployment(
         saved = min(saved, float(deployment.duration_seconds))
     deployment.saved_seconds = round(saved, 3)
     deployment.checkpointed_at = now
+    changed(cluster)
     message = body.message or f"{deployment.saved_seconds:g} s of work saved"
     record(session, [deployment.id], "checkpointed", message, now)
     session.flush()

@@ -169,6 +169,7 @@ def schedule_new(
     whole pass must first offer to older work, in queue order.
     """
     started = time.perf_counter()
+    changed(cluster)
     session.flush()
     rules, shape = policy(), shape_of(cluster)
     if _any_due(session, cluster, now) or resolve_ready(session, cluster, now):
@@ -211,6 +212,7 @@ def apply_plan(
     if plan.started:
         _start(session, [job for job in plan.running if job.id in set(plan.started)], now)
     if plan.started or plan.preempted or plan.completed:
+        changed(cluster)
         logger.debug(
             "pass applied cluster_id=%s started=%s preempted=%s completed=%s",
             cluster.id,
@@ -305,6 +307,11 @@ def finish_due(session: Session, cluster: Cluster, now: datetime) -> bool:
     return bool(plan.completed)
 
 
+def changed(cluster: Cluster) -> None:
+    """Note that the locked cluster's state moved: its forecast is to be made again."""
+    cluster.revision += 1
+
+
 def record(
     session: Session, deployment_ids: Iterable[int], kind: str, message: str, now: datetime
 ) -> None:
@@ -343,6 +350,8 @@ def finish(
         )
     )
     record(session, ended, status.value, message, now)
+    if ended:
+        changed(cluster)
     settle_dependents(session, cluster, ended, now)
     return ended
 
@@ -459,6 +468,8 @@ def _resolve(
         ).all()
     )
     resolution = scheduler.resolve_dependencies(waiting, statuses)
+    if resolution.eligible or resolution.failed:
+        changed(cluster)
     if resolution.eligible:
         session.execute(
             update(Deployment)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
@@ -237,6 +238,7 @@ def deployment_views(
                 preemption_count=d.preemption_count,
                 saved_seconds=d.saved_seconds,
                 checkpointed_at=d.checkpointed_at,
+                **_estimates(d),
                 created_by=usernames[d.created_by_id],
                 created_at=d.created_at,
                 started_at=d.started_at,
@@ -244,6 +246,24 @@ def deployment_views(
             )
         )
     return views
+
+
+def _basis(deployment: Deployment) -> Any:
+    """The forecast's basis while unfinished (null before its first forecast)."""
+    return deployment.estimate_basis if deployment.status in UNFINISHED else None
+
+
+def _estimates(deployment: Deployment) -> dict[str, Any]:
+    """The forecast's fields of SPEC §4: start while pending, end while unfinished."""
+    basis = _basis(deployment)
+    known = basis in ("declared", "history")
+    return {
+        "estimated_start_at": deployment.estimated_start_at
+        if known and deployment.status == PENDING
+        else None,
+        "estimated_end_at": deployment.estimated_end_at if known else None,
+        "estimate_basis": basis,
+    }
 
 
 def queue_positions(session: Session, pending: list[Deployment]) -> dict[int, int]:
@@ -306,6 +326,8 @@ def queue_of(
             eligible=deployment.eligible,
             preemption_count=deployment.preemption_count,
             submitted_at=deployment.created_at,
+            estimated_start_at=_estimates(deployment)["estimated_start_at"],
+            estimate_basis=_basis(deployment),
         )
         for position, deployment in enumerate(pending, start=offset + 1)
     ]
