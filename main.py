@@ -13,16 +13,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+import middleware
 import services
 from database import make_engine, make_session_factory, migrate
-from middleware import (
-    ConcurrencyLimitMiddleware,
-    RateLimitMiddleware,
-    RequestMetricsMiddleware,
-    RetryAbortedTransactionsMiddleware,
-    is_retryable,
-    rate_limit_enabled,
-)
+from middleware import is_retryable
 from routes import clusters, deployments, operations, organizations, users
 from utils import Settings, configure_logging, get_settings, use_settings
 
@@ -91,13 +85,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         operations.router,
     ):
         app.include_router(router)
-    # The last added runs first: bound requests in progress, time them, rate-limit them,
-    # and retry only the work itself, so a retried request is counted once.
-    app.add_middleware(RetryAbortedTransactionsMiddleware)
-    if rate_limit_enabled(settings):
-        app.add_middleware(RateLimitMiddleware, settings=settings)
-    app.add_middleware(RequestMetricsMiddleware)
-    app.add_middleware(ConcurrencyLimitMiddleware)
+    # Metrics, the body read and bounded, rate limits, the bound on requests in progress,
+    # then retries of the work itself (a retry is counted once).
+    middleware.install(app, settings)
 
     @app.exception_handler(services.DomainError)
     async def domain_error(_request: Request, error: services.DomainError) -> JSONResponse:
@@ -146,9 +136,24 @@ def _migrated_engine(url: str) -> Engine:
 
 app = create_app()
 
+# What `python main.py` bounds at the connection level (the body is bounded by the
+# middleware, SPEC §2). h11, not httptools: httptools takes request headers of any size.
+KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this
+MAX_CONNECTIONS = 1000  # open connections and requests together; beyond, uvicorn answers 503
+BACKLOG = 2048  # connections the kernel may queue before they are accepted
+
 if __name__ == "__main__":
     settings = get_settings()
     configure_logging(settings.log_level)
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        http="h11",
+        h11_max_incomplete_event_size=middleware.MAX_HEADER_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=MAX_CONNECTIONS,
+        backlog=BACKLOG,
     )

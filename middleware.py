@@ -1,5 +1,13 @@
-"""HTTP middleware: a bound on requests in progress, per-caller rate limiting, request
-metrics, retries of transactions the database aborted.
+"""HTTP middleware, all plain ASGI: request metrics, the request body read and bounded
+before anything shared is held, per-caller rate limits, a bound on requests in progress,
+retries of transactions the database aborted.
+
+`install` stacks them, outermost first:
+
+    RequestMetrics → RequestSize → RateLimit → ConcurrencyLimit → Retry → app
+
+so a request whose body is still arriving holds no slot, thread or connection, and one that
+is refused (431, 413, 408, 429) never waits for a slot. Probes bypass the slots.
 
 A module of its own because it is a cross-cutting concern of the web layer that belongs to
 no single router, and it would bury the app's assembly in `main.py`.
@@ -17,9 +25,9 @@ from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy.exc import DBAPIError
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -27,76 +35,281 @@ from utils import Settings, user_id_from_token
 
 logger = logging.getLogger(__name__)
 
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 # Probes, scrapes and docs are never throttled: a busy tenant must not fail the health check.
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+UNLIMITED_PATHS = PROBE_PATHS | {"/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+
+# The whole body must arrive within this time of the headers, else 408 (SPEC §2: slow
+# connections must not take the service down; uvicorn itself never times a body out).
+BODY_READ_TIMEOUT_SECONDS = 10.0
+# The request line and headers together, at most (431 beyond). `main.py` gives uvicorn the
+# same bound for a head still arriving; h11 checks only an incomplete one, so a head that
+# arrives in one read is measured here.
+MAX_HEADER_BYTES = 16 * 1024
 
 
-class RateLimitMiddleware(BaseHTTPMiddleware):
-    """Answers 429 with Retry-After once a caller exceeds `HYPERVISOR_RATE_LIMIT`.
+def install(app: Starlette, settings: Settings) -> None:
+    """Add the middleware stack to the app in its order (the last added runs first)."""
+    app.add_middleware(RetryAbortedTransactionsMiddleware)
+    app.add_middleware(ConcurrencyLimitMiddleware)
+    if rate_limit_enabled(settings):
+        app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(RequestSizeMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware)
 
-    The caller is the user a valid bearer token names, else the client address, so one
-    noisy user cannot starve their colleagues behind the same NAT. Counting is delegated
-    to the `limits` library; its storage (memory, or Redis shared by replicas) comes from
-    `HYPERVISOR_RATE_LIMIT_STORAGE`.
-    """
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        super().__init__(app)
-        self.settings = settings
-        self.limit: RateLimitItem = parse(settings.rate_limit)
-        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+def _client_host(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path in UNLIMITED_PATHS:
-            return await call_next(request)
-        key = self._caller(request)
+
+# --- request metrics -------------------------------------------------------------------------
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every request by route template (not raw path: ids would explode
+    the number of series). A client that left before any answer is counted as 499."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 499
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            allowed = self.limiter.hit(self.limit, key)
-            if not allowed:
-                reset_at, _ = self.limiter.get_window_stats(self.limit, key)
-        except Exception:  # noqa: BLE001 - a broken limiter store must not take the API down
-            logger.warning("rate limiter storage unavailable; request allowed", exc_info=True)
-            return await call_next(request)
-        if not allowed:
-            retry_after = max(1, math.ceil(reset_at - time.time()))
-            return JSONResponse(
-                {"detail": f"rate limit of {self.settings.rate_limit} exceeded; retry later"},
-                status_code=429,
-                headers={"Retry-After": str(retry_after)},
-            )
-        return await call_next(request)
+            await self.app(scope, receive, recording_send)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
 
-    def _caller(self, request: Request) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token:
-            user_id = user_id_from_token(token, self.settings)
-            if user_id is not None:
-                return f"user:{user_id}"
-        return f"address:{request.client.host if request.client else 'unknown'}"
+
+# --- the body --------------------------------------------------------------------------------
+
+
+class BodyTooLarge(Exception):
+    """The body passed the limit while it was being read."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its body was complete."""
+
+
+async def read_body(receive: Receive, limit: int | None = None) -> bytes:
+    """The whole request body; `BodyTooLarge` as soon as more than `limit` bytes came."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        body += message.get("body", b"")
+        if limit is not None and len(body) > limit:
+            raise BodyTooLarge
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands over the already read body once, then listens to the client
+    again (for its disconnect)."""
+    delivered = False
+
+    async def receive_again() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive_again
+
+
+def _head_size(scope: Scope) -> int:
+    """The bytes of the request line and headers, as near as the scope tells."""
+    line = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+    return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
+def _declared_length(scope: Scope) -> int | None:
+    value = Headers(scope=scope).get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
+async def _refuse_and_close(
+    scope: Scope, receive: Receive, send: Send, status: int, detail: str, **headers: str
+) -> None:
+    """Answer with `{"detail": ...}` and close the connection: whatever of the body is still
+    on its way is not read."""
+    response = JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    response.headers["Connection"] = "close"
+    await response(scope, receive, send)
+
+
+class RequestSizeMiddleware:
+    """Bounds each request's size and the time its body may take, and reads the whole body
+    before the request holds anything shared, handing it on in one message.
+
+    Headers larger than `max_header_bytes` are a 431. A body larger than
+    `HYPERVISOR_MAX_BODY_BYTES` is a 413 — by its Content-Length before a byte is read,
+    else (chunked) as soon as the count passes the limit — and one that has not fully
+    arrived `read_timeout` seconds after the headers is a 408. Each closes the connection;
+    no more than the limit is ever buffered per request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        read_timeout: float = BODY_READ_TIMEOUT_SECONDS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _head_size(scope) > self.max_header_bytes:
+            detail = f"the request's headers are larger than {self.max_header_bytes} bytes"
+            await _refuse_and_close(scope, receive, send, 431, detail)
+            return
+        too_large = f"the request body is larger than {self.max_body_bytes} bytes"
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await _refuse_and_close(scope, receive, send, 413, too_large)
+            return
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                body = await read_body(receive, self.max_body_bytes)
+        except BodyTooLarge:
+            await _refuse_and_close(scope, receive, send, 413, too_large)
+            return
+        except TimeoutError:
+            detail = f"the request body did not arrive within {self.read_timeout:g} s"
+            await _refuse_and_close(scope, receive, send, 408, detail)
+            return
+        except ClientDisconnected:
+            return
+        await self.app(scope, replay(body, receive), send)
+
+
+# --- rate limits -----------------------------------------------------------------------------
+
+
+def _limit_of(text: str) -> RateLimitItem | None:
+    """The parsed limit, or None when it is `0` (or empty): disabled."""
+    return None if text.strip() in ("", "0") else parse(text)
 
 
 def rate_limit_enabled(settings: Settings) -> bool:
     """False when `HYPERVISOR_RATE_LIMIT` is 0 (or empty)."""
-    return settings.rate_limit.strip() not in ("", "0")
+    return _limit_of(settings.rate_limit) is not None
 
 
-class RequestMetricsMiddleware(BaseHTTPMiddleware):
-    """Counts and times every request by route template (not raw path: ids would explode
-    the number of series)."""
+class RateLimitMiddleware:
+    """Answers 429 with Retry-After once a caller exceeds `HYPERVISOR_RATE_LIMIT`.
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        started = time.perf_counter()
-        status = 500
+    The caller is the user a valid bearer token names, else the client address, so one
+    noisy user cannot starve their colleagues behind the same NAT.
+
+    Counting is delegated to the `limits` library; its storage (memory, or Redis shared by
+    replicas) comes from `HYPERVISOR_RATE_LIMIT_STORAGE`. A broken store lets requests through.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.per_caller = _limit_of(settings.rate_limit)
+        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        key = self._caller(scope)
+        refusal = self._refusal(self.per_caller, key, "rate limit")
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _caller(self, scope: Scope) -> str:
+        authorization = Headers(scope=scope).get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            user_id = user_id_from_token(token, self.settings)
+            if user_id is not None:
+                return f"user:{user_id}"
+        return f"address:{_client_host(scope)}"
+
+    def _refusal(
+        self, item: RateLimitItem | None, key: str, what: str, *, count: bool = True
+    ) -> JSONResponse | None:
+        """None while `key` is within the limit (counting this request unless `count` is
+        False), else the 429 to answer with. No limit, or a broken store, refuses nothing."""
+        if item is None:
+            return None
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
-            HTTP_LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
+            if self.limiter.hit(item, key) if count else self.limiter.test(item, key):
+                return None
+            reset_at, _ = self.limiter.get_window_stats(item, key)
+        except Exception:  # noqa: BLE001 - a broken limiter store must not take the API down
+            logger.warning("rate limiter storage unavailable; request allowed", exc_info=True)
+            return None
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        return JSONResponse(
+            {"detail": f"{what} of {item} exceeded; retry in {retry_after} s"},
+            status_code=429,
+            headers={"Retry-After": str(retry_after)},
+        )
 
+
+# --- requests in progress --------------------------------------------------------------------
+
+# A request runs its dependencies and its route in separate worker-thread calls (AnyIO's
+# pool of 40 threads), holding its database connection, and on SQLite the write turn, in
+# between. With more requests in progress than threads, every thread can end up waiting
+# for a connection or the turn that a request without a thread holds. Below this bound
+# there is always a free thread; the rest wait here, in the event loop, in arrival order.
+MAX_REQUESTS_IN_PROGRESS = 32
+
+
+class ConcurrencyLimitMiddleware:
+    """Lets at most `MAX_REQUESTS_IN_PROGRESS` requests run at once; others queue. Probes
+    never queue behind tenants: they take no slot (`/healthz` needs no thread, `/readyz`
+    runs one database check at a time however many probes ask)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.slots is None:  # created inside the running event loop
+            self.slots = asyncio.Semaphore(MAX_REQUESTS_IN_PROGRESS)
+        async with self.slots:
+            await self.app(scope, receive, send)
+
+
+# --- retries ---------------------------------------------------------------------------------
 
 # PostgreSQL's "deadlock detected" and "could not serialize": the transaction was rolled
 # back whole, so running the request again is safe.
@@ -126,12 +339,12 @@ class RetryAbortedTransactionsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        try:
+            body = await read_body(receive)  # bounded by RequestSizeMiddleware, outside
+        except ClientDisconnected:
+            return
         for attempt in range(1, MAX_ATTEMPTS + 1):
             response_started = False
-
-            async def replay() -> Message:
-                return {"type": "http.request", "body": body, "more_body": False}
 
             async def tracking_send(message: Message) -> None:
                 nonlocal response_started
@@ -139,7 +352,7 @@ class RetryAbortedTransactionsMiddleware:
                 await send(message)
 
             try:
-                await self.app(scope, replay, tracking_send)
+                await self.app(scope, replay(body, receive), tracking_send)
                 return
             except Exception as error:
                 if response_started or attempt == MAX_ATTEMPTS or not is_retryable(error):
@@ -150,40 +363,3 @@ class RetryAbortedTransactionsMiddleware:
                     error.__class__.__name__,
                 )
                 await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-# A request runs its dependencies and its route in separate worker-thread calls (AnyIO's
-# pool of 40 threads), holding its database connection, and on SQLite the write turn, in
-# between. With more requests in progress than threads, every thread can end up waiting
-# for a connection or the turn that a request without a thread holds. Below this bound
-# there is always a free thread; the rest wait here, in the event loop, in arrival order.
-MAX_REQUESTS_IN_PROGRESS = 32
-
-
-class ConcurrencyLimitMiddleware:
-    """Lets at most `MAX_REQUESTS_IN_PROGRESS` requests run at once; others queue."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.slots: asyncio.Semaphore | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.slots is None:  # created inside the running event loop
-            self.slots = asyncio.Semaphore(MAX_REQUESTS_IN_PROGRESS)
-        async with self.slots:
-            await self.app(scope, receive, send)

@@ -1,0 +1,234 @@
+"""SPEC §2 and §4, in process: request sizes and read timeouts, probes that never queue,
+trusted proxies, login limits per username and failed logins per address, and failed
+metrics tokens. (`test_server_limits.py` checks the same against a real server process.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_settings
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+import middleware
+from main import create_app
+from middleware import (
+    MAX_REQUESTS_IN_PROGRESS,
+    ConcurrencyLimitMiddleware,
+    RequestSizeMiddleware,
+)
+
+# --- ASGI helpers ----------------------------------------------------------------------------
+
+
+def http_scope(
+    path: str, method: str = "POST", headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers or [(b"host", b"testserver")],
+        "client": ("192.0.2.10", 5000),
+        "server": ("testserver", 80),
+    }
+
+
+def stalled_receive(first: bytes = b"{") -> Any:
+    """A client that sent the first bytes of its body and then nothing, ever."""
+    sent = False
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": first, "more_body": True}
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+def complete_receive(body: bytes = b"{}") -> Any:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+class Recorder:
+    """A `send` that keeps the messages sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int | None:
+        starts = [m for m in self.messages if m["type"] == "http.response.start"]
+        return int(starts[0]["status"]) if starts else None
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        starts = [m for m in self.messages if m["type"] == "http.response.start"]
+        return dict(starts[0]["headers"]) if starts else {}
+
+
+async def echo_app(scope: Any, receive: Any, send: Any) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+# --- sizes and timeouts ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_bodies(tmp_path: Path, engine: Engine) -> Iterator[TestClient]:
+    app = create_app(make_settings(tmp_path, max_body_bytes=2048), engine=engine)
+    with TestClient(app) as client:
+        yield client
+
+
+def test_a_body_over_the_limit_is_a_413_by_its_content_length(small_bodies: TestClient) -> None:
+    response = small_bodies.post(
+        "/user/register", content=b"x" * 2049, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert isinstance(response.json()["detail"], str)
+    assert response.headers["connection"] == "close"
+
+
+def test_a_body_at_the_limit_is_read(small_bodies: TestClient) -> None:
+    body = b'{"username": "sized", "password": "' + b"p" * 100 + b'"}'
+    padded = body + b" " * (2048 - len(body))
+
+    response = small_bodies.post(
+        "/user/register", content=padded, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 201, response.text
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_once_it_passes_the_limit() -> None:
+    chunks_read = 0
+
+    async def chunks() -> dict[str, Any]:  # 100 KB in 1 KB chunks, without a Content-Length
+        nonlocal chunks_read
+        chunks_read += 1
+        return {"type": "http.request", "body": b"a" * 1000, "more_body": chunks_read < 100}
+
+    guarded = RequestSizeMiddleware(echo_app, max_body_bytes=4096)
+    sent = Recorder()
+    asyncio.run(guarded(http_scope("/user/register"), chunks, sent))
+
+    assert sent.status == 413
+    assert chunks_read == 5  # stopped right after the limit, never buffered more
+    assert sent.headers[b"connection"] == b"close"
+
+
+def test_a_body_that_stops_arriving_is_a_408() -> None:
+    reached_app = False
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal reached_app
+        reached_app = True
+
+    guarded = RequestSizeMiddleware(app, max_body_bytes=4096, read_timeout=0.05)
+    sent = Recorder()
+    asyncio.run(asyncio.wait_for(guarded(http_scope("/user/register"), stalled_receive(), sent), 5))
+
+    assert sent.status == 408
+    assert sent.headers[b"connection"] == b"close"
+    assert not reached_app
+
+
+def test_headers_over_the_limit_are_a_431(client: TestClient) -> None:
+    response = client.get("/healthz", headers={"X-Padding": "a" * 100_000})
+
+    assert response.status_code == 431
+    assert isinstance(response.json()["detail"], str)
+
+
+def test_stalled_bodies_take_no_request_slot(settings: Any) -> None:
+    app = FastAPI()
+
+    @app.post("/work")
+    async def work(body: dict[str, int]) -> dict[str, int]:
+        return body
+
+    middleware.install(app, settings)
+
+    async def scenario() -> int | None:
+        stalled = [
+            asyncio.create_task(app(http_scope("/work"), stalled_receive(), Recorder()))
+            for _ in range(2 * MAX_REQUESTS_IN_PROGRESS)
+        ]
+        await asyncio.sleep(0)  # let each of them start waiting for its body
+        sent = Recorder()
+        headers = [(b"content-type", b"application/json")]
+        try:
+            await asyncio.wait_for(
+                app(http_scope("/work", headers=headers), complete_receive(b'{"n": 1}'), sent), 5
+            )
+        finally:
+            for task in stalled:
+                task.cancel()
+            await asyncio.gather(*stalled, return_exceptions=True)
+        return sent.status
+
+    assert asyncio.run(scenario()) == 200
+
+
+@pytest.mark.parametrize("probe", ["/healthz", "/readyz"])
+def test_probes_take_no_slot_when_every_slot_is_held(probe: str) -> None:
+    release = asyncio.Event()
+    holding = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal holding
+        if scope["path"] not in ("/healthz", "/readyz"):
+            holding += 1
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limited = ConcurrencyLimitMiddleware(app)
+
+    async def scenario() -> int | None:
+        tenants = [
+            asyncio.create_task(limited(http_scope("/work"), complete_receive(), Recorder()))
+            for _ in range(MAX_REQUESTS_IN_PROGRESS + 5)
+        ]
+        while holding < MAX_REQUESTS_IN_PROGRESS:
+            await asyncio.sleep(0)
+        sent = Recorder()
+        try:
+            await asyncio.wait_for(limited(http_scope(probe, "GET"), complete_receive(), sent), 5)
+        finally:
+            release.set()
+            await asyncio.gather(*tenants)
+        return sent.status
+
+    assert asyncio.run(scenario()) == 200
