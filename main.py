@@ -85,8 +85,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         operations.router,
     ):
         app.include_router(router)
-    # Metrics, the body read and bounded, rate limits, the bound on requests in progress,
-    # then retries of the work itself (a retry is counted once).
+    # The caller's address, metrics, the body read and bounded, rate limits, the bound on
+    # requests in progress, then retries of the work itself (a retry is counted once).
     middleware.install(app, settings)
 
     @app.exception_handler(services.DomainError)
@@ -156,4 +156,7 @@ if __name__ == "__main__":
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         limit_concurrency=MAX_CONNECTIONS,
         backlog=BACKLOG,
+        # X-Forwarded-For is believed only from HYPERVISOR_TRUSTED_PROXIES, and by the
+        # middleware (ClientAddressMiddleware); uvicorn's own default trusts 127.0.0.1.
+        proxy_headers=False,
     )

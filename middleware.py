@@ -1,10 +1,10 @@
-"""HTTP middleware, all plain ASGI: request metrics, the request body read and bounded
-before anything shared is held, per-caller rate limits, a bound on requests in progress,
-retries of transactions the database aborted.
+"""HTTP middleware, all plain ASGI: who the caller is (behind trusted proxies), request
+metrics, the request body read and bounded before anything shared is held, per-caller rate
+limits, a bound on requests in progress, retries of transactions the database aborted.
 
 `install` stacks them, outermost first:
 
-    RequestMetrics → RequestSize → RateLimit → ConcurrencyLimit → Retry → app
+    ClientAddress → RequestMetrics → RequestSize → RateLimit → ConcurrencyLimit → Retry → app
 
 so a request whose body is still arriving holds no slot, thread or connection, and one that
 is refused (431, 413, 408, 429) never waits for a slot. Probes bypass the slots.
@@ -16,10 +16,12 @@ no single router, and it would bury the app's assembly in `main.py`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import random
 import time
+from collections.abc import Iterable, Sequence
 
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
@@ -56,6 +58,71 @@ def install(app: Starlette, settings: Settings) -> None:
         app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(RequestSizeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
+
+
+# --- the caller's address --------------------------------------------------------------------
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def trusted_networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """`HYPERVISOR_TRUSTED_PROXIES` entries as networks: an address, or a CIDR block."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            logger.warning("ignoring trusted proxy that is not an address entry=%r", entry)
+    return tuple(networks)
+
+
+def _address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address: Address | None, trusted: Sequence[Network]) -> bool:
+    return address is not None and any(address in network for network in trusted)
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The address a request is held against: the direct peer's, unless the peer is a
+    trusted proxy; then the right-most `X-Forwarded-For` entry that is not itself a trusted
+    proxy. Each proxy appends the address it was reached from, so that entry is the last one
+    a trusted hop vouches for; anything left of it is whatever the client chose to send."""
+    if not _is_trusted(_address(peer), trusted):
+        return peer
+    hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            return peer  # not what a proxy appends: hold the proxy itself responsible
+        if not _is_trusted(address, trusted):
+            return str(address)
+    return str(_address(hops[0])) if hops else peer
+
+
+class ClientAddressMiddleware:
+    """Replaces `scope["client"]` by `client_address`: `X-Forwarded-For` counts only when
+    the peer is one of `HYPERVISOR_TRUSTED_PROXIES`, and is ignored from anyone else."""
+
+    def __init__(self, app: ASGIApp, trusted_proxies: Iterable[str]) -> None:
+        self.app = app
+        self.trusted = trusted_networks(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] in ("http", "websocket") and self.trusted and client:
+            forwarded = Headers(scope=scope).getlist("x-forwarded-for")
+            scope["client"] = (client_address(client[0], forwarded, self.trusted), client[1])
+        await self.app(scope, receive, send)
 
 
 def _client_host(scope: Scope) -> str:

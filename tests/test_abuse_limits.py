@@ -22,6 +22,8 @@ from middleware import (
     MAX_REQUESTS_IN_PROGRESS,
     ConcurrencyLimitMiddleware,
     RequestSizeMiddleware,
+    client_address,
+    trusted_networks,
 )
 
 # --- ASGI helpers ----------------------------------------------------------------------------
@@ -232,3 +234,59 @@ def test_probes_take_no_slot_when_every_slot_is_held(probe: str) -> None:
         return sent.status
 
     assert asyncio.run(scenario()) == 200
+
+
+# --- the caller's address --------------------------------------------------------------------
+
+PROXIES = trusted_networks(["10.0.0.1", "10.0.1.0/24"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("203.0.113.5", ["198.51.100.1"], "203.0.113.5"),  # not a proxy: the header is ignored
+        ("10.0.0.1", [], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.1"], "198.51.100.1"),
+        ("10.0.0.1", ["6.6.6.6, 198.51.100.1"], "198.51.100.1"),  # the client's own claim left
+        ("10.0.0.1", ["6.6.6.6, 198.51.100.1, 10.0.1.7"], "198.51.100.1"),  # two proxies
+        ("10.0.0.1", ["6.6.6.6", "198.51.100.1"], "198.51.100.1"),  # repeated header
+        ("10.0.0.1", ["198.51.100.1, not-an-address"], "10.0.0.1"),
+        ("10.0.0.1", ["10.0.1.7"], "10.0.1.7"),  # nothing but proxies
+        ("::ffff:10.0.0.1", ["2001:db8::1"], "2001:db8::1"),
+    ],
+)
+def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    peer: str, forwarded: list[str], expected: str
+) -> None:
+    assert client_address(peer, forwarded, PROXIES) == expected
+
+
+@pytest.fixture
+def behind_a_proxy(tmp_path: Path, engine: Engine) -> FastAPI:
+    settings = make_settings(tmp_path, rate_limit="3/minute", trusted_proxies={"10.0.0.1"})
+    return create_app(settings, engine=engine)
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_limit(behind_a_proxy: FastAPI) -> None:
+    with TestClient(behind_a_proxy, client=("10.0.0.1", 443)) as proxy:
+
+        def me(client: str) -> int:
+            return proxy.get("/user/me", headers={"X-Forwarded-For": client}).status_code
+
+        first = [me("198.51.100.1") for _ in range(4)]
+        second = me("198.51.100.2")
+
+    assert first == [401, 401, 401, 429]
+    assert second == 401
+
+
+def test_forged_forwarded_for_from_an_untrusted_peer_changes_nothing(
+    behind_a_proxy: FastAPI,
+) -> None:
+    with TestClient(behind_a_proxy, client=("203.0.113.5", 1000)) as stranger:
+        statuses = [
+            stranger.get("/user/me", headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code
+            for i in range(5)
+        ]
+
+    assert statuses == [401, 401, 401, 429, 429]

@@ -1,7 +1,7 @@
 """SPEC §2 "no client may take the service down for others", against the server as it is
 deployed: `python main.py` in a process of its own, spoken to over real sockets.
 
-Stalled bodies, a 200 MB body, a 100 KB header. Every wait is
+Stalled bodies, a 200 MB body, a 100 KB header, forged `X-Forwarded-For`. Every wait is
 bounded; the server is stopped with SIGTERM at the end of each test.
 """
 
@@ -232,3 +232,17 @@ def test_a_100_kb_header_is_refused(tmp_path: Path) -> None:
     status = _status(answer)
     assert status is None or 400 <= status < 500, answer[:200]
     assert health.status_code == 200
+
+
+def test_forged_forwarded_for_headers_do_not_escape_the_address_limit(tmp_path: Path) -> None:
+    with serving(tmp_path, HYPERVISOR_RATE_LIMIT="5/minute") as server:
+        statuses = [
+            httpx.get(
+                f"{server.url}/user/me",
+                headers={"X-Forwarded-For": f"198.51.100.{i}"},
+                timeout=5,
+            ).status_code
+            for i in range(10)
+        ]
+
+    assert statuses == [401] * 5 + [429] * 5
