@@ -29,6 +29,7 @@ from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 # Probes, scrapes and docs are never throttled: a busy tenant must not fail the health check.
 UNLIMITED_PATHS = PROBE_PATHS | {"/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+LOGIN_PATH = "/user/login"
 
 # The whole body must arrive within this time of the headers, else 408 (SPEC §2: slow
 # connections must not take the service down; uvicorn itself never times a body out).
@@ -54,7 +56,7 @@ def install(app: Starlette, settings: Settings) -> None:
     """Add the middleware stack to the app in its order (the last added runs first)."""
     app.add_middleware(RetryAbortedTransactionsMiddleware)
     app.add_middleware(ConcurrencyLimitMiddleware)
-    if rate_limit_enabled(settings):
+    if rate_limit_enabled(settings) or _limit_of(settings.login_rate_limit) is not None:
         app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(RequestSizeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware)
@@ -289,10 +291,24 @@ def rate_limit_enabled(settings: Settings) -> bool:
 
 
 class RateLimitMiddleware:
-    """Answers 429 with Retry-After once a caller exceeds `HYPERVISOR_RATE_LIMIT`.
+    """Answers 429 with Retry-After once a caller exceeds its limit.
 
-    The caller is the user a valid bearer token names, else the client address, so one
-    noisy user cannot starve their colleagues behind the same NAT.
+    - Ordinary requests count against `HYPERVISOR_RATE_LIMIT` for the user a valid bearer
+      token names, else for the client address, so one noisy user cannot starve their
+      colleagues behind the same NAT.
+    - Logins are limited per username and by failures, not by the address's quota of other
+      requests, so that neither a noisy neighbour behind the same address nor a stranger can
+      lock a user out with traffic of their own:
+        * every attempt counts against `HYPERVISOR_LOGIN_RATE_LIMIT` for its username
+          (lowercased), counted before the password is checked so that parallel guesses
+          are counted too: an account sees at most that many guesses per window;
+        * a failed attempt (401) counts against `HYPERVISOR_RATE_LIMIT` for the address in
+          a bucket of login failures only, and an address past it may not try again until
+          the window moves: one source spraying many usernames is stopped, while successful
+          logins and the address's other traffic never use that bucket up.
+      What remains possible is deliberate: someone who fails on a username exhausts that
+      username's attempts for the window (the price of bounding guesses per account), and
+      whoever sprays from one address blocks logins from that address.
 
     Counting is delegated to the `limits` library; its storage (memory, or Redis shared by
     replicas) comes from `HYPERVISOR_RATE_LIMIT_STORAGE`. A broken store lets requests through.
@@ -302,6 +318,7 @@ class RateLimitMiddleware:
         self.app = app
         self.settings = settings
         self.per_caller = _limit_of(settings.rate_limit)
+        self.per_username = _limit_of(settings.login_rate_limit)
         self.limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -309,12 +326,37 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or path in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
+        if path == LOGIN_PATH and scope["method"] == "POST":
+            await self._login(scope, receive, send)
+            return
         key = self._caller(scope)
         refusal = self._refusal(self.per_caller, key, "rate limit")
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
+        failures = f"login-failures:address:{_client_host(scope)}"
+        what = "failed-login limit for this address"
+        refusal = self._refusal(self.per_caller, failures, what, count=False)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        try:
+            body = await read_body(receive)  # already read and bounded by RequestSizeMiddleware
+        except ClientDisconnected:
+            return
+        username = await _form_username(scope, body)
+        if username is not None:
+            key = f"login:username:{username.lower()[:64]}"
+            refusal = self._refusal(self.per_username, key, "login limit for this username")
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        status = await _answer(self.app, scope, replay(body, receive), send)
+        if status == 401:
+            self._refusal(self.per_caller, failures, what)  # count the failure
 
     def _caller(self, scope: Scope) -> str:
         authorization = Headers(scope=scope).get("authorization", "")
@@ -345,6 +387,35 @@ class RateLimitMiddleware:
             status_code=429,
             headers={"Retry-After": str(retry_after)},
         )
+
+
+async def _form_username(scope: Scope, body: bytes) -> str | None:
+    """The `username` field of a login form, parsed as the route will parse it."""
+
+    async def nothing_more() -> Message:
+        return {"type": "http.disconnect"}
+
+    request = Request(scope, replay(body, nothing_more))
+    try:
+        async with request.form() as form:
+            username = form.get("username")
+    except Exception:  # noqa: BLE001 - an unparsable form is the route's 422 to give
+        return None
+    return username if isinstance(username, str) else None
+
+
+async def _answer(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int | None:
+    """Run the app; the status it answered with (None if it sent none)."""
+    status: int | None = None
+
+    async def recording_send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    await app(scope, receive, recording_send)
+    return status
 
 
 # --- requests in progress --------------------------------------------------------------------

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 import middleware
+from helpers import PASSWORD, auth, login, register
 from main import create_app
 from middleware import (
     MAX_REQUESTS_IN_PROGRESS,
@@ -290,3 +291,99 @@ def test_forged_forwarded_for_from_an_untrusted_peer_changes_nothing(
         ]
 
     assert statuses == [401, 401, 401, 429, 429]
+
+
+# --- logins ----------------------------------------------------------------------------------
+
+
+def from_address(app: FastAPI, address: str) -> TestClient:
+    """A client of an app whose lifespan another client is running."""
+    return TestClient(app, client=(address, 1))
+
+
+def _login(client: TestClient, username: str, password: str = PASSWORD) -> Any:
+    return client.post("/user/login", data={"username": username, "password": password})
+
+
+def test_a_username_gets_at_most_the_login_limit_of_attempts_from_anywhere(
+    tmp_path: Path, engine: Engine, client: TestClient
+) -> None:
+    alice, bob = register(client, "alice"), register(client, "bob")
+    app = create_app(make_settings(tmp_path, login_rate_limit="3/minute"), engine=engine)
+
+    with TestClient(app, client=("203.0.113.1", 1)) as one:
+        guesses = [
+            _login(from_address(app, f"198.51.100.{i}"), name, "wrong guess").status_code
+            for i, name in enumerate(["alice", "ALICE", "Alice"])
+        ]
+        blocked = _login(one, alice)  # even with the right password, from a new address
+        other_user = _login(one, bob)
+
+    assert guesses == [401, 401, 401]
+    assert blocked.status_code == 429
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 60
+    assert isinstance(blocked.json()["detail"], str)
+    assert other_user.status_code == 200
+
+
+def test_an_address_that_used_up_its_limit_can_still_log_in(
+    tmp_path: Path, engine: Engine, client: TestClient
+) -> None:
+    username = register(client)
+    app = create_app(make_settings(tmp_path, rate_limit="3/minute"), engine=engine)
+
+    with TestClient(app, client=("203.0.113.2", 1)) as shared:
+        noise = [shared.get("/user/me").status_code for _ in range(4)]
+        logged_in = _login(shared, username)
+        as_user = shared.get("/user/me", headers=auth(logged_in.json()["access_token"]))
+
+    assert noise == [401, 401, 401, 429]
+    assert logged_in.status_code == 200
+    assert as_user.status_code == 200
+
+
+def test_successful_logins_do_not_use_up_the_address(
+    tmp_path: Path, engine: Engine, client: TestClient
+) -> None:
+    usernames = [register(client) for _ in range(6)]
+    app = create_app(make_settings(tmp_path, rate_limit="3/minute"), engine=engine)
+
+    with TestClient(app, client=("203.0.113.3", 1)) as office:
+        statuses = [_login(office, username).status_code for username in usernames]
+
+    assert statuses == [200] * 6
+
+
+def test_failed_logins_across_usernames_stop_the_address_not_its_neighbours(
+    tmp_path: Path, engine: Engine, client: TestClient
+) -> None:
+    username = register(client)
+    app = create_app(make_settings(tmp_path, rate_limit="3/minute"), engine=engine)
+
+    with (
+        TestClient(app, client=("203.0.113.4", 1)) as sprayer,
+        TestClient(app, client=("203.0.113.5", 1)) as neighbour,
+    ):
+        sprayed = [_login(sprayer, f"victim{i}", "Winter2026!").status_code for i in range(3)]
+        stopped = _login(sprayer, username)
+        elsewhere = _login(neighbour, username)
+
+    assert sprayed == [401, 401, 401]
+    assert stopped.status_code == 429
+    assert elsewhere.status_code == 200
+
+
+def test_a_login_limit_of_0_disables_it(tmp_path: Path, engine: Engine, client: TestClient) -> None:
+    username = register(client)
+    app = create_app(make_settings(tmp_path, login_rate_limit="0"), engine=engine)
+
+    with TestClient(app) as c:
+        statuses = [_login(c, username).status_code for _ in range(12)]
+
+    assert statuses == [200] * 12
+
+
+def test_the_default_login_limit_leaves_ordinary_logins_alone(client: TestClient) -> None:
+    username = register(client)
+
+    assert all("Authorization" in login(client, username) for _ in range(5))
