@@ -33,15 +33,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metrics import HTTP_LATENCY, HTTP_REQUESTS
+from metrics import HTTP_LATENCY, HTTP_REQUESTS, scrape_authorized
 from utils import Settings, user_id_from_token
 
 logger = logging.getLogger(__name__)
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
-# Probes, scrapes and docs are never throttled: a busy tenant must not fail the health check.
-UNLIMITED_PATHS = PROBE_PATHS | {"/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+# Probes and docs are never throttled: a busy tenant must not fail the health check.
+# `/metrics` is limited only for callers without the operator's token (RateLimitMiddleware).
+UNLIMITED_PATHS = PROBE_PATHS | {"/docs", "/docs/oauth2-redirect", "/openapi.json"}
 LOGIN_PATH = "/user/login"
+METRICS_PATH = "/metrics"
 
 # The whole body must arrive within this time of the headers, else 408 (SPEC §2: slow
 # connections must not take the service down; uvicorn itself never times a body out).
@@ -296,6 +298,8 @@ class RateLimitMiddleware:
     - Ordinary requests count against `HYPERVISOR_RATE_LIMIT` for the user a valid bearer
       token names, else for the client address, so one noisy user cannot starve their
       colleagues behind the same NAT.
+    - `/metrics` without the operator's token (when one is set) counts against the client
+      address: a wrong token cannot be guessed at leisure. With the token it is never limited.
     - Logins are limited per username and by failures, not by the address's quota of other
       requests, so that neither a noisy neighbour behind the same address nor a stranger can
       lock a user out with traffic of their own:
@@ -329,7 +333,15 @@ class RateLimitMiddleware:
         if path == LOGIN_PATH and scope["method"] == "POST":
             await self._login(scope, receive, send)
             return
-        key = self._caller(scope)
+        if path == METRICS_PATH:
+            token = self.settings.metrics_token
+            authorization = Headers(scope=scope).get("authorization", "")
+            if not token or scrape_authorized(authorization, token):
+                await self.app(scope, receive, send)
+                return
+            key = f"address:{_client_host(scope)}"
+        else:
+            key = self._caller(scope)
         refusal = self._refusal(self.per_caller, key, "rate limit")
         if refusal is not None:
             await refusal(scope, receive, send)

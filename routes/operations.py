@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
+import threading
 import time
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -13,11 +13,14 @@ from starlette.datastructures import State
 
 import metrics
 import services
-from database import READ_ONLY, database_answers
-from routes import UNAUTHORIZED, SessionDep, SettingsDep
+from database import READ_ONLY, database_answers, read_only
+from routes import RATE_LIMITED, UNAUTHORIZED, SettingsDep
 
 router = APIRouter(tags=["operations"])
 
+# How old the per-cluster part of a scrape may be: however many scrapers ask, the database
+# is read for it at most once per this many seconds (per process).
+CLUSTER_METRICS_SECONDS = 5.0
 # How old a readiness answer may be: however many probes ask, one database check at a time.
 READINESS_SECONDS = 1.0
 
@@ -40,20 +43,39 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: UNAUTHORIZED},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: UNAUTHORIZED, 429: RATE_LIMITED},
 )
-def prometheus_metrics(request: Request, settings: SettingsDep, session: SessionDep) -> Response:
+def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
     """Prometheus text: HTTP traffic, and per cluster queue, running, allocation, total,
-    preemptions and pass latency. Open unless `HYPERVISOR_METRICS_TOKEN` is set."""
-    if settings.metrics_token:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            token.encode(), settings.metrics_token.encode()
-        ):
-            raise services.Unauthorized("metrics need the operator's bearer token")
-    return Response(
-        metrics.render(services.cluster_gauges(session)), media_type=CONTENT_TYPE_LATEST
+    preemptions and pass latency (the per-cluster part up to 5 s old). Open unless
+    `HYPERVISOR_METRICS_TOKEN` is set; wrong tokens count against the caller's address."""
+    token = settings.metrics_token
+    if token and not metrics.scrape_authorized(request.headers.get("authorization", ""), token):
+        raise services.Unauthorized("metrics need the operator's bearer token")
+    app = request.app
+    clusters = _shared(app, "cluster_metrics", CLUSTER_METRICS_SECONDS).get(
+        lambda: _read_cluster_metrics(app)
     )
+    return Response(metrics.render_process() + clusters, media_type=CONTENT_TYPE_LATEST)
+
+
+def _read_cluster_metrics(app: FastAPI) -> bytes:
+    with services.transaction(app.state.session_factory) as session:
+        read_only(session)
+        return metrics.render_clusters(services.cluster_gauges(session))
+
+
+_SETTING_UP = threading.Lock()
+
+
+def _shared(app: FastAPI, name: str, max_age: float) -> metrics.SharedSnapshot[bytes]:
+    """The app's snapshot of that name, made on first use (one per app, so per database)."""
+    with _SETTING_UP:
+        snapshot: metrics.SharedSnapshot[bytes] | None = getattr(app.state, name, None)
+        if snapshot is None:
+            snapshot = metrics.SharedSnapshot(max_age)
+            setattr(app.state, name, snapshot)
+        return snapshot
 
 
 class _Readiness:

@@ -387,3 +387,23 @@ def test_the_default_login_limit_leaves_ordinary_logins_alone(client: TestClient
     username = register(client)
 
     assert all("Authorization" in login(client, username) for _ in range(5))
+
+
+# --- metrics tokens --------------------------------------------------------------------------
+
+
+def test_wrong_metrics_tokens_count_against_the_address(tmp_path: Path, engine: Engine) -> None:
+    settings = make_settings(tmp_path, rate_limit="3/minute", metrics_token="scrape-me")
+    app = create_app(settings, engine=engine)
+
+    with TestClient(app, client=("203.0.113.9", 1)) as c:
+        guesses = [c.get("/metrics", headers=auth(f"guess-{i}")).status_code for i in range(3)] + [
+            c.get("/metrics").status_code
+        ]
+        blocked = c.get("/metrics", headers=auth("guess-4"))
+        operator = [c.get("/metrics", headers=auth("scrape-me")).status_code for _ in range(5)]
+
+    assert guesses == [401, 401, 401, 429]
+    assert blocked.status_code == 429
+    assert "Retry-After" in blocked.headers
+    assert operator == [200] * 5  # the operator's scrapes are never limited
