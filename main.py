@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
 
+import middleware
 import services
 from database import make_engine, make_session_factory, migrate
-from middleware import (
-    ConcurrencyLimitMiddleware,
-    RateLimitMiddleware,
-    RequestMetricsMiddleware,
-    RetryAbortedTransactionsMiddleware,
-    is_retryable,
-    rate_limit_enabled,
-)
+from middleware import is_retryable
 from routes import clusters, deployments, docs, operations, organizations, users
 from utils import Settings, configure_logging, get_settings, signing_key, use_settings
 
@@ -101,19 +101,28 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         operations.router,
     ):
         app.include_router(router)
-    # The last added runs first: bound requests in progress, time them, rate-limit them,
-    # and retry only the work itself, so a retried request is counted once.
-    app.add_middleware(RetryAbortedTransactionsMiddleware)
-    if rate_limit_enabled(settings):
-        app.add_middleware(RateLimitMiddleware, settings=settings)
-    app.add_middleware(RequestMetricsMiddleware)
-    app.add_middleware(ConcurrencyLimitMiddleware)
+    # The caller's address, metrics, the body read and bounded, rate limits, the bound on
+    # requests in progress, then retries of the work itself (a retry is counted once).
+    middleware.install(app, settings)
 
     @app.exception_handler(services.DomainError)
     async def domain_error(_request: Request, error: services.DomainError) -> JSONResponse:
         status = status_of(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse({"detail": error.detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # Never fails and never logs: what was rejected may be a password.
+        return JSONResponse({"detail": safe_validation_errors(error.errors())}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def framework_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 400:
+            # Only the framework raises these (the services' 400 is `BadRequest`): a body it
+            # could not parse (not UTF-8, nested too deep, broken multipart). SPEC §2: 422.
+            return JSONResponse({"detail": _echo_text(str(error.detail), 200)}, status_code=422)
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(OperationalError)
     async def database_busy(request: Request, error: OperationalError) -> JSONResponse:
@@ -141,6 +150,86 @@ def _serve_docs_offline(app: FastAPI) -> None:
     app.include_router(docs.router)
 
 
+# A 422 shows what was wrong, not what was sent: at most this much of any input value.
+MAX_ECHOED_CHARACTERS = 100
+MAX_ERRORS_SHOWN = 20
+
+
+def safe_validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as a JSON-safe `detail` list: inputs cut to a short prefix,
+    non-finite numbers, lone surrogates and bytes made printable, `url` dropped, and at
+    most `MAX_ERRORS_SHOWN` of them (a body of 100,000 unknown fields is one error's worth)."""
+    shown: list[dict[str, Any]] = []
+    for error in list(errors)[:MAX_ERRORS_SHOWN]:
+        try:
+            shown.append(_safe_error(error))
+        except Exception:  # noqa: BLE001 - the answer is a 422 whatever the input held
+            shown.append({"type": "invalid", "loc": [], "msg": "invalid input"})
+    if len(errors) > MAX_ERRORS_SHOWN:
+        more = len(errors) - MAX_ERRORS_SHOWN
+        shown.append({"type": "too_many_errors", "loc": [], "msg": f"and {more} more errors"})
+    return shown
+
+
+def _safe_error(error: Any) -> dict[str, Any]:
+    loc = [part if isinstance(part, int) else _echo_text(part) for part in error.get("loc", ())]
+    safe: dict[str, Any] = {
+        "type": _echo_text(error.get("type", "invalid")),
+        "loc": loc[:10],
+        "msg": _echo_text(error.get("msg", ""), 200),
+    }
+    if "input" in error:
+        safe["input"] = _echo(error["input"])
+    ctx = error.get("ctx")
+    if isinstance(ctx, dict) and ctx:
+        safe["ctx"] = {_echo_text(key): _echo(value) for key, value in list(ctx.items())[:10]}
+    return safe
+
+
+def _echo(value: Any) -> Any:
+    """A short, JSON-encodable stand-in for an input value."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) < 10**30:
+            return value
+        try:
+            return _echo_text(str(value))
+        except ValueError:  # more digits than Python converts
+            return "a very large integer"
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        return _echo_text(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _echo_text(bytes(value[: 4 * MAX_ECHOED_CHARACTERS]).decode("utf-8", "replace"))
+    return _echo_text(_json_prefix(value))
+
+
+def _json_prefix(value: Any) -> str:
+    """The start of the value's JSON text, encoding no more of it than is shown."""
+    encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=True, default=lambda _: "...")
+    text = ""
+    try:
+        for chunk in encoder.iterencode(value):
+            text += chunk
+            if len(text) > MAX_ECHOED_CHARACTERS:
+                break
+    except Exception:  # noqa: BLE001 - whatever it was, a prefix is all that is shown
+        text += "..."
+    return text
+
+
+def _echo_text(value: Any, limit: int = MAX_ECHOED_CHARACTERS) -> str:
+    """Text cut to `limit` characters, lone surrogates written as escapes."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) -> None:
     """Every interval: end elapsed deployments and re-run passes (SPEC §5), off the event
     loop's thread, with sessions of its own. Returns between ticks once `stop` is set."""
@@ -162,6 +251,12 @@ def _migrated_engine(url: str) -> Engine:
 
 app = create_app()
 
+# What `python main.py` bounds at the connection level (the body is bounded by the
+# middleware, SPEC §2). h11, not httptools: httptools takes request headers of any size.
+KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this
+MAX_CONNECTIONS = 1000  # open connections and requests together; beyond, uvicorn answers 503
+BACKLOG = 2048  # connections the kernel may queue before they are accepted
+
 if __name__ == "__main__":
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -174,4 +269,12 @@ if __name__ == "__main__":
         log_level=settings.log_level,
         log_config=None,
         access_log=False,
+        http="h11",
+        h11_max_incomplete_event_size=middleware.MAX_HEADER_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=MAX_CONNECTIONS,
+        backlog=BACKLOG,
+        # X-Forwarded-For is believed only from HYPERVISOR_TRUSTED_PROXIES, and by the
+        # middleware (ClientAddressMiddleware); uvicorn's own default trusts 127.0.0.1.
+        proxy_headers=False,
     )

@@ -7,8 +7,12 @@ latency) record into these instruments, and neither should own them. It reads no
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -104,8 +108,58 @@ class ClusterNumbers(Protocol):
     def allocated(self) -> Any: ...
 
 
-def render(clusters: Sequence[ClusterNumbers]) -> bytes:
-    """The Prometheus text exposition: this process's instruments, then every cluster."""
+def render_process() -> bytes:
+    """The Prometheus text of this process's instruments (requests, pass latency)."""
+    return generate_latest(PROCESS_REGISTRY)
+
+
+def render_clusters(clusters: Sequence[ClusterNumbers]) -> bytes:
+    """The Prometheus text of every cluster's gauges."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClusterCollector(clusters))
-    return generate_latest(PROCESS_REGISTRY) + generate_latest(registry)
+    return generate_latest(registry)
+
+
+def scrape_authorized(authorization: str, token: str) -> bool:
+    """Whether an `Authorization` header carries the operator's bearer token (compared in
+    constant time)."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.encode(), token.encode())
+
+
+T = TypeVar("T")
+
+
+class SharedSnapshot(Generic[T]):
+    """A value computed at most once every `max_age` seconds of the process clock and shared
+    by every caller: while one caller recomputes it, the others take the previous value (or,
+    before there is one, wait for the first). Safe to call from many threads."""
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age = max_age
+        self.clock = clock
+        self._computing = threading.Lock()
+        self._value: tuple[T] | None = None  # boxed: None means "none taken yet"
+        self._taken_at = -math.inf
+
+    def get(self, compute: Callable[[], T]) -> T:
+        """The shared value, recomputed with `compute` if it is older than `max_age`."""
+        current = self._value
+        if current is not None:
+            if self._fresh() or not self._computing.acquire(blocking=False):
+                return current[0]  # fresh, or another caller is already taking a new one
+        else:
+            self._computing.acquire()  # the very first value: everyone waits for it
+        try:
+            current = self._value
+            if current is not None and self._fresh():
+                return current[0]  # taken while this caller waited
+            taken_at = self.clock()
+            value = compute()
+            self._value, self._taken_at = (value,), taken_at
+            return value
+        finally:
+            self._computing.release()
+
+    def _fresh(self) -> bool:
+        return self.clock() - self._taken_at < self.max_age

@@ -7,6 +7,7 @@ a real cluster. Every answer must be below 500 and free of stack traces.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -85,6 +86,31 @@ def served_schema() -> Any:
 
 SCHEMA_ENGINE = make_engine("sqlite://")
 schema = served_schema()
+
+# Values JSON parsers accept (Python's does) that a JSON response cannot carry back: a
+# validation error that echoed them verbatim would fail to encode (SPEC §2: 422, not 500).
+UNENCODABLE = [float("nan"), float("inf"), float("-inf"), "\ud800"]
+
+
+@schema.hook
+def flatmap_body(context: Any, body: Any) -> Any:
+    """Besides each generated JSON body, the same body with one field (or, for a list, one
+    item) replaced by an unencodable value, sent as the raw JSON text Python would write."""
+    operation = context.operation
+    media_types = {alternative.media_type for alternative in operation.body} if operation else set()
+    if media_types != {"application/json"} or not isinstance(body, dict | list) or not body:
+        return st.just(body)
+    slots = sorted(body) if isinstance(body, dict) else list(range(len(body)))
+
+    def poisoned(choice: tuple[Any, Any]) -> bytes:
+        slot, value = choice
+        copy: Any = dict(body) if isinstance(body, dict) else list(body)
+        copy[slot] = value
+        return json.dumps(copy).encode()
+
+    return st.one_of(
+        st.just(body), st.tuples(st.sampled_from(slots), st.sampled_from(UNENCODABLE)).map(poisoned)
+    )
 
 
 @schema.parametrize()
