@@ -240,6 +240,7 @@ async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) ->
             return
         try:
             await asyncio.to_thread(services.run_periodic_passes, app.state.session_factory)
+            await asyncio.to_thread(services.refresh_forecasts, app.state.session_factory)
         except Exception:
             logger.exception("scheduler tick failed")
 

@@ -39,6 +39,13 @@ PASS_SECONDS = Histogram(
     registry=PROCESS_REGISTRY,
 )
 
+FORECAST_SECONDS = Histogram(
+    "hypervisor_forecast_duration_seconds",
+    "Time to forecast one cluster (read, simulate, write)",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=PROCESS_REGISTRY,
+)
+
 RESOURCES = ("cpu", "ram", "gpu")
 
 

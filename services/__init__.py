@@ -33,6 +33,7 @@ from services.errors import (
     NotFound,
     Unauthorized,
 )
+from services.forecasting import refresh_forecasts
 from services.organizations import (
     change_role,
     create_organization,
@@ -76,6 +77,7 @@ __all__ = [
     "read_deployment",
     "read_invite_code",
     "read_queue",
+    "refresh_forecasts",
     "register_user",
     "release_capacity",
     "remove_member",

@@ -134,7 +134,13 @@ class WaitExplainer:
         self.unfinished: dict[int, list[int]] | None = None
 
     def reason(self, deployment: Deployment) -> str:
-        """The sentence that says why this pending deployment waits."""
+        """Why this pending deployment waits, and what keeps its start unknown if it is."""
+        why = self._why(deployment)
+        if deployment.estimate_basis == "unknown" and deployment.estimate_reason:
+            return f"{why}; start unknown: {deployment.estimate_reason}"
+        return why
+
+    def _why(self, deployment: Deployment) -> str:
         job = job_of(deployment)
         held_back_by = None
         if self.guard is not None and deployment.eligible:

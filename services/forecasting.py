@@ -1,0 +1,188 @@
+"""The forecast as the service keeps it (SPEC §5 "Forecast"): a cluster and its history
+loaded into `forecast.py`'s types, the estimates written back onto its deployments.
+
+Off the request path: the background loop forecasts again each cluster whose `revision`
+moved past its `forecast_revision`; requests only read the stored estimates, which are at
+most one loop interval (plus the forecast's own run time) old.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+import forecast
+from database import read_only, try_lock_cluster
+from metrics import FORECAST_SECONDS
+from models import Cluster, Deployment, DeploymentDependency
+from models import DeploymentStatus as Status
+from services.loading import PENDING, RUNNING, UNFINISHED, job_of, policy, shape_of
+from utils import utcnow
+
+logger = logging.getLogger(__name__)
+
+# How many of an organization's latest completed runs history looks at.
+HISTORY_RUNS = 2000
+
+
+def refresh_forecasts(session_factory: sessionmaker[Session]) -> int:
+    """Forecast every cluster whose state changed since its last forecast; returns how many.
+    A failing cluster is logged and skipped, like a failing pass."""
+    with session_factory() as session:
+        read_only(session)
+        cluster_ids = list(
+            session.scalars(
+                select(Cluster.id)
+                .where(Cluster.revision != Cluster.forecast_revision)
+                .order_by(Cluster.id)
+            )
+        )
+    done = 0
+    for cluster_id in cluster_ids:
+        try:
+            done += _refresh(session_factory, cluster_id)
+        except Exception:
+            logger.exception("forecast failed cluster_id=%s", cluster_id)
+    return done
+
+
+def _refresh(session_factory: sessionmaker[Session], cluster_id: int) -> int:
+    """Read the cluster, simulate it without any lock, write the estimates back under the
+    cluster's lock unless its state moved meanwhile (the next tick forecasts that)."""
+    started = time.perf_counter()
+    now = utcnow()
+    with session_factory() as session:
+        read_only(session)
+        cluster = session.get(Cluster, cluster_id)
+        if cluster is None:
+            return 0
+        revision = cluster.revision
+        estimates = _simulate(session, cluster, now)
+    with session_factory.begin() as session:
+        locked = try_lock_cluster(session, cluster_id)
+        if locked is None or locked.revision != revision:
+            return 0
+        if estimates:
+            session.execute(update(Deployment), [_row(i, e) for i, e in estimates.items()])
+        locked.forecast_revision = revision
+    FORECAST_SECONDS.observe(time.perf_counter() - started)
+    return 1
+
+
+def _simulate(session: Session, cluster: Cluster, now: datetime) -> dict[int, forecast.Estimate]:
+    rows = list(
+        session.scalars(
+            select(Deployment).where(
+                Deployment.cluster_id == cluster.id, Deployment.status.in_(UNFINISHED)
+            )
+        )
+    )
+    if not rows:
+        return {}
+    ids = {row.id for row in rows}
+    waiting_on: dict[int, set[int]] = {}
+    external: dict[int, forecast.Estimate] = {}
+    for dependent, dependency, end, basis, reason in session.execute(
+        select(
+            DeploymentDependency.deployment_id,
+            Deployment.id,
+            Deployment.estimated_end_at,
+            Deployment.estimate_basis,
+            Deployment.estimate_reason,
+        )
+        .join(Deployment, Deployment.id == DeploymentDependency.depends_on_id)
+        .where(
+            DeploymentDependency.deployment_id.in_(ids),
+            Deployment.status.in_(UNFINISHED),
+        )
+    ):
+        waiting_on.setdefault(dependent, set()).add(dependency)
+        if dependency not in ids:  # another cluster's: its own latest forecast
+            external[dependency] = forecast.Estimate(
+                start_at=None,
+                end_at=end.timestamp() if end is not None and basis != "unknown" else None,
+                basis="history"
+                if basis == "history"
+                else "declared"
+                if basis == "declared"
+                else "unknown",
+                reason=reason,
+            )
+    running = [job_of(row) for row in rows if row.status == RUNNING]
+    pending = [
+        forecast.Waiting(
+            job_of(row),
+            depends_on=frozenset(waiting_on.get(row.id, ())) if not row.eligible else frozenset(),
+            external_ends={d: external[d] for d in waiting_on.get(row.id, ()) if d in external},
+        )
+        for row in rows
+        if row.status == PENDING
+    ]
+    images = {row.id: row.docker_image for row in rows}
+    untimed = [row for row in rows if row.duration_seconds is None]
+    history = _history(session, cluster.organization_id, untimed) if untimed else {}
+    return forecast.forecast(
+        shape_of(cluster),
+        running,
+        pending,
+        now.timestamp(),
+        policy(),
+        history=history,
+        images=images,
+    )
+
+
+def _history(session: Session, organization_id: int, untimed: list[Deployment]) -> dict[int, float]:
+    """Estimated run times of deployments without a duration: the median run of the
+    organization's completed deployments of the same image repository, with at least 3."""
+    wanted = {forecast.image_repository(row.docker_image) for row in untimed}
+    runs: dict[str, list[float]] = {}
+    for image, started, finished, saved, checkpointed in session.execute(
+        select(
+            Deployment.docker_image,
+            Deployment.started_at,
+            Deployment.finished_at,
+            Deployment.saved_seconds,
+            Deployment.checkpointed_at,
+        )
+        .where(
+            Deployment.organization_id == organization_id,
+            Deployment.status == Status.completed.value,
+            Deployment.started_at.is_not(None),
+            Deployment.finished_at.is_not(None),
+        )
+        .order_by(Deployment.id.desc())
+        .limit(HISTORY_RUNS)
+    ):
+        repository = forecast.image_repository(image)
+        if repository not in wanted or started is None or finished is None:
+            continue
+        # Saved work at its latest start: what a checkpoint of the last run added comes off.
+        saved_at_start = saved or 0.0
+        if checkpointed is not None and checkpointed >= started:
+            saved_at_start -= (checkpointed - started).total_seconds()
+        run = max(0.0, saved_at_start) + (finished - started).total_seconds()
+        runs.setdefault(repository, []).append(run)
+    history: dict[int, float] = {}
+    for row in untimed:
+        median = forecast.median_run_time(runs.get(forecast.image_repository(row.docker_image), []))
+        if median is not None:
+            history[row.id] = median
+    return history
+
+
+def _row(deployment_id: int, estimate: forecast.Estimate) -> dict[str, object]:
+    def at(instant: float | None) -> datetime | None:
+        return datetime.fromtimestamp(instant, UTC) if instant is not None else None
+
+    return {
+        "id": deployment_id,
+        "estimated_start_at": at(estimate.start_at),
+        "estimated_end_at": at(estimate.end_at),
+        "estimate_basis": estimate.basis,
+        "estimate_reason": estimate.reason[:1024] if estimate.reason else None,
+    }

@@ -1,0 +1,109 @@
+"""The forecast as requests see it (SPEC §4 estimate fields, §5 "Forecast"): made by the
+loop, stored, read by every request; never simulated on a request."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from conftest import ManualClock
+from fastapi.testclient import TestClient
+from workloads import Team, make_team
+
+import forecast
+import services
+
+
+def _tick(app: Any) -> None:
+    """One loop tick: the passes, then the forecasts of clusters whose state moved."""
+    services.run_periodic_passes(app.state.session_factory)
+    services.refresh_forecasts(app.state.session_factory)
+
+
+def _at(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def test_a_chain_of_timed_deployments_is_forecast_end_to_start(
+    client: TestClient, app: Any, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=1)
+    first = team.deploy(gpu=1, duration_seconds=100)
+    second = team.deploy(gpu=1, duration_seconds=50)
+    third = team.deploy(gpu=1, duration_seconds=30)
+    now = clock.now()
+
+    _tick(app)
+
+    a, b, c = team.get(first), team.get(second), team.get(third)
+    assert (a["estimate_basis"], _at(a["estimated_end_at"])) == (
+        "declared",
+        now + timedelta(seconds=100),
+    )
+    assert a["estimated_start_at"] is None  # running: only its end is an estimate
+    assert _at(b["estimated_start_at"]) == now + timedelta(seconds=100)
+    assert _at(b["estimated_end_at"]) == now + timedelta(seconds=150)
+    assert _at(c["estimated_start_at"]) == now + timedelta(seconds=150)
+    queue = team.queue()
+    assert [(e["deployment_id"], _at(e["estimated_start_at"])) for e in queue] == [
+        (second["id"], now + timedelta(seconds=100)),
+        (third["id"], now + timedelta(seconds=150)),
+    ]
+
+
+def test_an_unknown_duration_makes_what_waits_for_its_room_unknown(
+    client: TestClient, app: Any
+) -> None:
+    team = make_team(client, gpu=1)
+    holder = team.deploy(gpu=1)  # no duration, no history
+    waiting = team.deploy(gpu=1, duration_seconds=10)
+
+    _tick(app)
+
+    read = team.get(waiting)
+    assert (read["estimate_basis"], read["estimated_start_at"]) == ("unknown", None)
+    assert f"deployment {holder['id']}" in read["reason"]
+    assert "start unknown" in read["reason"]
+    assert team.get(holder)["estimate_basis"] == "unknown"
+
+
+def _run_to_completion(team: Team, clock: ManualClock, seconds: float, image: str) -> None:
+    job = team.deploy(gpu=1, docker_image=image)
+    clock.advance(seconds)
+    team.report(job, "completed")
+
+
+def test_without_a_duration_the_median_of_three_past_runs_of_the_image_stands_in(
+    client: TestClient, app: Any, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=1)
+    for seconds in (50, 60, 300):
+        _run_to_completion(team, clock, seconds, "ghcr.io/acme/train:1.0")
+    started = clock.now()
+    job = team.deploy(gpu=1, docker_image="GHCR.io/acme/train:2.0")  # same repository
+
+    _tick(app)
+
+    read = team.get(job)
+    assert read["estimate_basis"] == "history"
+    assert _at(read["estimated_end_at"]) == started + timedelta(seconds=60)
+
+
+def test_requests_read_the_stored_forecast_and_never_simulate(
+    client: TestClient, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = make_team(client, gpu=1)
+    team.deploy(gpu=1, duration_seconds=100)
+
+    def forbidden(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a request ran the forecast")
+
+    monkeypatch.setattr(forecast, "forecast", forbidden)
+    waiting = team.deploy(gpu=1, duration_seconds=10)
+    team.queue()
+    team.get(waiting)
+    listed = client.get(f"/deployment/list/{team.cluster}", headers=team.headers)
+
+    assert listed.status_code == 200
+    assert team.get(waiting)["estimate_basis"] is None  # no forecast yet: nothing made up
