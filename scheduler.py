@@ -868,6 +868,14 @@ class RunningSummary:
                 users[i][r] += 1 if amount > 0 else 0
                 if in_grace:
                     grace_held[i][r] += amount
+        # A few holders per level and resource, lowest ids first, to name in reasons.
+        self._named: list[list[list[int]]] = [[[], [], []] for _ in range(size)]
+        for job in sorted(running, key=_by_id):
+            named = self._named[index[job.priority]]
+            for r, name in enumerate(RESOURCE_NAMES):
+                if _get(job.request, name) > 0 and len(named[r]) < _NAMED_PER_LEVEL:
+                    named[r].append(job.id)
+        self._users_per_level = users
         # Prefix sums: entry k covers levels[0:k].
         self._held = _prefix(held)
         self._users = _prefix(users)
@@ -897,6 +905,25 @@ class RunningSummary:
             below_users,
         )
 
+    def holders(self, names: Sequence[str], priority: int) -> str:
+        """Who holds these resources at `priority` or above, highest priority first, a few
+        per level: 'deployments 3, 5 (priority 5) and 7 (priority 1)'."""
+        parts: list[str] = []
+        columns = [RESOURCE_NAMES.index(name) for name in names]
+        for k in range(len(self._levels) - 1, self._below(priority) - 1, -1):
+            ids = sorted({i for r in columns for i in self._named[k][r]})
+            if not ids:
+                continue
+            users = max(self._users_per_level[k][r] for r in columns)
+            more = f" and {users - len(ids)} more" if users > len(ids) else ""
+            parts.append(f"{', '.join(map(str, ids))}{more} (priority {self._levels[k]})")
+            if len(parts) == _NAMED_LEVELS:
+                break
+        if not parts:
+            return ""
+        single = len(parts) == 1 and "," not in parts[0] and "more" not in parts[0]
+        return f"{'deployment' if single else 'deployments'} {' and '.join(parts)}"
+
     def count_below(self, priority: int) -> int:
         """How many running jobs have a priority strictly below `priority`."""
         return self._count[self._below(priority)][0]
@@ -905,6 +932,10 @@ class RunningSummary:
         """How many strictly lower jobs are still in their grace period, and what they hold."""
         k = self._below(priority)
         return self._grace_count[k][0], Resources(*self._grace_held[k])
+
+
+_NAMED_PER_LEVEL = 5  # holders named per priority level in a reason
+_NAMED_LEVELS = 3  # priority levels named in a reason
 
 
 def _prefix(rows: list[list[int]]) -> list[list[int]]:
@@ -926,13 +957,19 @@ def explain_wait(
     preempted_by: int | None = None,
     now: float | None = None,
     policy: Policy = DEFAULT_POLICY,
+    name_blockers: bool = False,
 ) -> str:
     """A sentence a person can act on, saying why a pending job waits. `running` may be a
-    `RunningSummary` built once for many jobs of the same cluster, `now` and `policy`."""
+    `RunningSummary` built once for many jobs of the same cluster, `now` and `policy`.
+    With `name_blockers`, a job short of room also hears which deployments hold it."""
     summary = (
         running if isinstance(running, RunningSummary) else RunningSummary(running, now, policy)
     )
     reason = _wait_reason(job, cluster, summary, unfinished_dependencies, held_back_by, now, policy)
+    if name_blockers:
+        blockers = _blockers(job, cluster, summary, unfinished_dependencies, held_back_by)
+        if blockers:
+            reason = f"{reason}; the room it needs is held by {blockers}"
     if preempted_by is not None:
         return f"preempted by deployment {preempted_by}; {reason}"
     return reason
@@ -985,6 +1022,24 @@ def _wait_reason(
             f"starts before it"
         )
     return "; ".join(sentences)
+
+
+def _blockers(
+    job: Job,
+    cluster: Cluster,
+    running: RunningSummary,
+    unfinished_dependencies: Sequence[int],
+    held_back_by: Job | None,
+) -> str:
+    """The running deployments of its priority or above holding what a job is short of
+    (empty when it waits for something else)."""
+    if unfinished_dependencies or (held_back_by is not None and held_back_by.id != job.id):
+        return ""
+    if not job.request.fits_in(cluster.total - cluster.reserved):
+        return ""
+    available = cluster.total - cluster.reserved - running.held_total()
+    short = [name for name in RESOURCE_NAMES if _get(job.request, name) > _get(available, name)]
+    return running.holders(short, job.priority) if short else ""
 
 
 def _too_large_for_cluster(request: Resources, cluster: Cluster, names: list[str]) -> str:

@@ -9,7 +9,7 @@ passes never rewrite every queued row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -138,6 +138,10 @@ class WaitExplainer:
         why = self._why(deployment)
         if deployment.estimate_basis == "unknown" and deployment.estimate_reason:
             return f"{why}; start unknown: {deployment.estimate_reason}"
+        start = _estimates(deployment)["estimated_start_at"]
+        if start is not None:
+            at = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return f"{why}; the forecast expects it to start at {at}"
         return why
 
     def _why(self, deployment: Deployment) -> str:
@@ -155,6 +159,7 @@ class WaitExplainer:
             preempted_by=deployment.preempted_by_id,
             now=self.now.timestamp(),
             policy=self.policy,
+            name_blockers=True,
         )
 
     def _unfinished_of(self, deployment: Deployment) -> list[int]:

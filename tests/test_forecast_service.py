@@ -107,3 +107,23 @@ def test_requests_read_the_stored_forecast_and_never_simulate(
 
     assert listed.status_code == 200
     assert team.get(waiting)["estimate_basis"] is None  # no forecast yet: nothing made up
+
+
+def test_a_waiting_reason_names_who_holds_its_room_and_when_the_forecast_expects_it(
+    client: TestClient, app: Any, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=4)
+    high = team.deploy(gpu=2, priority=5, duration_seconds=100)
+    other = team.deploy(gpu=1, priority=5, duration_seconds=300)
+    low = team.deploy(gpu=1, priority=1, duration_seconds=300)
+    waiting = team.deploy(gpu=3, priority=3, duration_seconds=10)
+    before = team.get(waiting)["reason"]
+    _tick(app)
+
+    reason = team.get(waiting)["reason"]
+
+    # The priority-1 gpu can be preempted for it; the priority-5 ones hold the rest.
+    assert f"held by deployments {high['id']}, {other['id']} (priority 5)" in before
+    assert str(low["id"]) not in before.split("held by")[1]
+    start = (clock.now() + timedelta(seconds=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert reason.endswith(f"the forecast expects it to start at {start}")
