@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -127,3 +128,10 @@ def resize_body(org: str, cluster: str, cpu: int, ram: int, gpu: int) -> dict[st
         "total_ram": ram,
         "total_gpu": gpu,
     }
+
+
+def moment(value: str) -> datetime:
+    """An ISO-8601 timestamp of the API, as an aware datetime (must be UTC)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert parsed.utcoffset() == timedelta(0), value
+    return parsed
