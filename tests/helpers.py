@@ -98,22 +98,6 @@ def rotate_invite(
     return result
 
 
-def expire_invite_code(engine: Any, org: str) -> None:
-    """Move `org`'s stored invite expiry an hour into the past, straight in the database."""
-    from datetime import UTC, datetime, timedelta
-
-    from sqlalchemy import update
-
-    from models import Organization
-
-    with engine.begin() as connection:
-        connection.execute(
-            update(Organization)
-            .where(Organization.name == org)
-            .values(invite_expires_at=datetime.now(UTC) - timedelta(hours=1))
-        )
-
-
 def reservation(org: str, cluster: str, cpu: int = 0, ram: int = 0, gpu: int = 0) -> dict[str, Any]:
     """The body of `/cluster/allocate` and `/cluster/release`."""
     return {"cluster_name": cluster, "organization_name": org, "cpu": cpu, "ram": ram, "gpu": gpu}
