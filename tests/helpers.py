@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -97,22 +98,6 @@ def rotate_invite(
     return result
 
 
-def expire_invite_code(engine: Any, org: str) -> None:
-    """Move `org`'s stored invite expiry an hour into the past, straight in the database."""
-    from datetime import UTC, datetime, timedelta
-
-    from sqlalchemy import update
-
-    from models import Organization
-
-    with engine.begin() as connection:
-        connection.execute(
-            update(Organization)
-            .where(Organization.name == org)
-            .values(invite_expires_at=datetime.now(UTC) - timedelta(hours=1))
-        )
-
-
 def reservation(org: str, cluster: str, cpu: int = 0, ram: int = 0, gpu: int = 0) -> dict[str, Any]:
     """The body of `/cluster/allocate` and `/cluster/release`."""
     return {"cluster_name": cluster, "organization_name": org, "cpu": cpu, "ram": ram, "gpu": gpu}
@@ -127,3 +112,10 @@ def resize_body(org: str, cluster: str, cpu: int, ram: int, gpu: int) -> dict[st
         "total_ram": ram,
         "total_gpu": gpu,
     }
+
+
+def moment(value: str) -> datetime:
+    """An ISO-8601 timestamp of the API, as an aware datetime (must be UTC)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert parsed.utcoffset() == timedelta(0), value
+    return parsed

@@ -1,19 +1,25 @@
-"""The background loop and restarts: timed ends, dependents, queues rebuilt from the database."""
+"""The background loop and restarts: timed ends, dependents, queues rebuilt from the database.
+
+Each test but the first drives time with the manual clock and runs one loop tick itself
+(`services.run_periodic_passes`, the body `main._scheduler_loop` runs every interval).
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
+from conftest import ManualClock, make_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 from workloads import make_team
 
 import services
+from helpers import create_cluster, moment
 from main import create_app
 from models import Deployment
 
@@ -25,18 +31,17 @@ def _status(engine: Engine, deployment_id: int) -> str:
         )
 
 
-def _wait_for(engine: Engine, deployment_id: int, status: str, seconds: float = 10) -> str:
-    deadline = time.monotonic() + seconds
-    current = _status(engine, deployment_id)
-    while current != status and time.monotonic() < deadline:
-        time.sleep(0.05)
-        current = _status(engine, deployment_id)
-    return current
+def tick(app: FastAPI) -> int:
+    """One tick of the background loop, run here and now; how many cluster passes ran."""
+    return services.run_periodic_passes(app.state.session_factory)
 
 
-def test_a_timed_deployment_completes_and_its_dependent_starts_without_any_request(
+def test_the_loop_task_of_the_app_completes_a_timed_deployment_and_starts_its_dependent(
     tmp_path: Path, engine: Engine
 ) -> None:
+    """The one test on real time: it proves the lifespan starts the loop task at all, which
+    no direct call can. It waits for a state in the database, never for an amount of time;
+    the deadline only keeps a broken loop from hanging the suite."""
     app = create_app(make_settings(tmp_path, scheduler_interval_seconds=0.1), engine=engine)
     with TestClient(app) as client:
         team = make_team(client, gpu=4)
@@ -45,52 +50,80 @@ def test_a_timed_deployment_completes_and_its_dependent_starts_without_any_reque
         assert evaluate["status"] == "pending"
 
         # Only the database is read from here on: no request may trigger the pass.
-        assert _wait_for(engine, evaluate["id"], "running") == "running"
+        deadline = time.monotonic() + 30
+        while _status(engine, evaluate["id"]) != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        assert _status(engine, evaluate["id"]) == "running"
         assert _status(engine, train["id"]) == "completed"
         events = [e["type"] for e in team.get(train)["events"]]
         assert events == ["created", "started", "completed"]
 
 
-def test_a_dependent_in_another_cluster_starts_from_the_loop(
-    tmp_path: Path, engine: Engine
+def test_a_tick_completes_a_timed_deployment_exactly_when_its_duration_has_elapsed(
+    client: TestClient, app: FastAPI, clock: ManualClock
 ) -> None:
-    app = create_app(make_settings(tmp_path, scheduler_interval_seconds=0.1), engine=engine)
-    with TestClient(app) as client:
-        team = make_team(client, gpu=1)
-        other = client.post(
-            "/cluster/create",
-            json={
-                "name": "second",
-                "organization_name": team.org,
-                "total_cpu": 4,
-                "total_ram": 4,
-                "total_gpu": 1,
-            },
-            headers=team.headers,
-        )
-        assert other.status_code == 201
-        first = team.deploy(gpu=1)
-        team.cluster, home = "second", team.cluster
-        dependent = team.deploy(gpu=1, depends_on=[first["id"]])
-        team.cluster = home
+    team = make_team(client, gpu=4)
+    started = clock.now()
+    train = team.deploy(gpu=4, duration_seconds=60)
+    evaluate = team.deploy(gpu=4, depends_on=[train["id"]])
 
-        team.report(first, "completed")
+    clock.advance(59)
+    assert tick(app) == 1
+    assert (team.status(train), team.status(evaluate)) == ("running", "pending")
 
-        assert _wait_for(engine, dependent["id"], "running") == "running"
+    clock.advance(1)
+    assert tick(app) == 1
+
+    done = team.get(train)
+    assert done["status"] == "completed" and done["reason"] is None
+    assert moment(done["finished_at"]) == started + timedelta(seconds=60)
+    assert [e["type"] for e in done["events"]] == ["created", "started", "completed"]
+    dependent = team.get(evaluate)
+    assert dependent["status"] == "running"
+    assert moment(dependent["started_at"]) == started + timedelta(seconds=60)
 
 
-def test_a_preempted_timed_deployment_restarts_its_clock(tmp_path: Path, engine: Engine) -> None:
-    app = create_app(make_settings(tmp_path, scheduler_interval_seconds=0.1), engine=engine)
-    with TestClient(app) as client:
-        team = make_team(client, gpu=1)
-        timed = team.deploy(gpu=1, priority=1, duration_seconds=1)
-        urgent = team.deploy(gpu=1, priority=5)
-        time.sleep(1.2)  # longer than its duration, but it was not running
-        team.cancel(urgent)
+def test_a_dependent_in_another_cluster_starts_right_after_the_commit_without_a_tick(
+    client: TestClient, app: FastAPI
+) -> None:
+    team = make_team(client, gpu=1)
+    create_cluster(client, team.headers, team.org, "second", cpu=4, ram=4, gpu=1)
+    first = team.deploy(gpu=1)
+    team.cluster, home = "second", team.cluster
+    dependent = team.deploy(gpu=1, depends_on=[first["id"]])
+    team.cluster = home
 
-        restarted = team.get(timed)
-        assert restarted["status"] == "running" and restarted["preemption_count"] == 1
-        assert _wait_for(engine, timed["id"], "completed", seconds=5) == "completed"
+    team.report(first, "completed")
+
+    assert team.status(dependent) == "running"
+    assert tick(app) == 0  # nothing was left for the loop: both clusters are idle
+
+
+def test_a_preempted_timed_deployment_restarts_its_clock(
+    client: TestClient, app: FastAPI, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=1)
+    timed = team.deploy(gpu=1, priority=1, duration_seconds=60)
+    clock.advance(30)
+    urgent = team.deploy(gpu=1, priority=5)
+    assert team.status(timed) == "pending"
+    clock.advance(100)  # longer than its duration, but it was not running
+
+    team.cancel(urgent)
+    restarted_at = clock.now()
+
+    restarted = team.get(timed)
+    assert restarted["status"] == "running" and restarted["preemption_count"] == 1
+    assert moment(restarted["started_at"]) == restarted_at
+    clock.advance(59)  # 30 s before the preemption + 59 s since: not yet 60 s of one run
+    assert tick(app) == 1
+    assert team.status(timed) == "running"
+    clock.advance(1)
+    assert tick(app) == 1
+    done = team.get(timed)
+    assert done["status"] == "completed"
+    assert moment(done["finished_at"]) == restarted_at + timedelta(seconds=60)
 
 
 def test_queues_survive_a_restart_because_they_live_in_the_database(
@@ -112,44 +145,46 @@ def test_queues_survive_a_restart_because_they_live_in_the_database(
         assert team.status(running) == "pending"  # 2 gpu needed, 1 free
 
 
-def test_one_failing_cluster_does_not_stop_the_loop(
-    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+def test_a_tick_skips_a_cluster_whose_pass_fails_and_passes_the_others(
+    client: TestClient,
+    app: FastAPI,
+    engine: Engine,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = create_app(make_settings(tmp_path, scheduler_interval_seconds=0.1), engine=engine)
-    with TestClient(app) as client:
-        broken = make_team(client, gpu=1)
-        healthy = make_team(client, gpu=1)
-        broken_cluster_id = broken.cluster_state()["id"]
-        timed = healthy.deploy(gpu=1, duration_seconds=1)
-        original = services.scheduling.schedule_locked_cluster
+    broken = make_team(client, gpu=1)  # the lower id: its pass comes first in a tick
+    healthy = make_team(client, gpu=1)
+    broken_cluster_id = broken.cluster_state()["id"]
+    corrupt = broken.deploy(gpu=1, duration_seconds=600)  # timed: the loop visits it
+    timed = healthy.deploy(gpu=1, duration_seconds=60)
+    # A running deployment without a start: the scheduler refuses the broken cluster's state.
+    with engine.begin() as connection:
+        connection.execute(
+            update(Deployment).where(Deployment.id == corrupt["id"]).values(started_at=None)
+        )
+    clock.advance(60)
 
-        def failing(session, cluster, now=None):  # type: ignore[no-untyped-def]
-            if cluster.id == broken_cluster_id:
-                raise RuntimeError("simulated failure")
-            return original(session, cluster, now)
+    with caplog.at_level(logging.ERROR, logger="services.scheduling"):
+        passes = tick(app)
 
-        monkeypatch.setattr(services.scheduling, "schedule_locked_cluster", failing)
-
-        assert _wait_for(engine, timed["id"], "completed") == "completed"
+    assert passes == 1
+    assert healthy.status(timed) == "completed"
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("services")] == [
+        f"scheduling pass failed cluster_id={broken_cluster_id}"
+    ]
 
 
 def test_elapsed_deployments_found_by_a_request_are_finished_on_the_way(
-    tmp_path: Path, engine: Engine
+    client: TestClient, clock: ManualClock
 ) -> None:
-    with TestClient(create_app(make_settings(tmp_path), engine=engine)) as client:  # idle loop
-        team = make_team(client, gpu=1)
-        timed = team.deploy(gpu=1, duration_seconds=5)
-        with engine.begin() as connection:  # pretend it started a minute ago
-            connection.execute(
-                update(Deployment)
-                .where(Deployment.id == timed["id"])
-                .values(started_at=datetime.now(UTC) - timedelta(minutes=1))
-            )
+    team = make_team(client, gpu=1)  # the app's loop ticks once an hour: not in this test
+    timed = team.deploy(gpu=1, duration_seconds=5)
+    clock.advance(60)
 
-        newcomer = team.deploy(gpu=1)
+    newcomer = team.deploy(gpu=1)
 
-        assert newcomer["status"] == "running"
-        assert team.status(timed) == "completed"
+    assert newcomer["status"] == "running"
+    assert team.status(timed) == "completed"
 
 
 def test_the_loop_settles_a_dependent_whose_dependency_ended_unnoticed(
@@ -167,15 +202,18 @@ def test_the_loop_settles_a_dependent_whose_dependency_ended_unnoticed(
             update(Deployment).where(Deployment.id == first["id"]).values(status="cancelled")
         )
 
-    services.run_periodic_passes(app.state.session_factory)
+    tick(app)
     assert team.status(waits_on_first) == "failed"
     with engine.begin() as connection:
         connection.execute(
             update(Deployment).where(Deployment.id == second["id"]).values(status="completed")
         )
 
-    services.run_periodic_passes(app.state.session_factory)
+    tick(app)
 
     failed = team.get(waits_on_first)
-    assert failed["status"] == "failed" and str(first["id"]) in failed["reason"]
+    assert (
+        failed["status"] == "failed"
+        and failed["reason"] == f"dependency {first['id']} was cancelled"
+    )
     assert team.status(waits_on_second) == "running"

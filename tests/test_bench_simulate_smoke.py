@@ -59,6 +59,10 @@ def test_the_smoke_run_reports_every_scenario_and_policy_within_the_lp_bound(
     report = json.loads((tmp_path / "simulate.json").read_text())
     scenarios = report["scenarios"]
     assert list(scenarios) == ["none", "half", "all"]
+    config = report["config"]
+    trace = simulate.generate_trace(config["seed"], config["days"], config["gpus"], config["load"])
+    # No job can complete before its submission plus its run time.
+    earliest_makespan = max(job.submitted_at + job.duration for job in trace.jobs)
     bound = report["lp_bound"]
     assert bound["status"] == "Optimal"
     assert 0.0 < bound["window_gpu_utilization"] <= 1.0 + TOLERANCE
@@ -73,8 +77,7 @@ def test_the_smoke_run_reports_every_scenario_and_policy_within_the_lp_bound(
             assert useful / gpu_window_seconds <= bound["window_gpu_utilization"] + TOLERANCE
             assert useful <= metrics["window_allocated_gpu_seconds"] + TOLERANCE, where
             assert 0.0 < metrics["share_of_lp_bound"] <= 1.0 + TOLERANCE, where
-            assert metrics["gpu_seconds_lost_to_preemption"] >= 0.0, where
-            assert metrics["makespan_seconds"] > 0, where
+            assert metrics["makespan_seconds"] >= earliest_makespan - TOLERANCE, where
 
     by_scenario = {name: scenario["policies"] for name, scenario in scenarios.items()}
     for name in NEVER_PREEMPT:

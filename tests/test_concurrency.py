@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,7 +44,8 @@ def test_fifty_concurrent_creates_never_allocate_more_than_three_gpus(
 
     assert statuses == [201] * 50
     used, total = _allocated_gpu(engine, team.cluster)
-    assert used <= total == 3
+    # Never more, and never less either: 25 of them ask for a single gpu.
+    assert used == total == 3
     assert team.cluster_state()["allocated_gpu"] == used
     deployments = client.get(f"/deployment/list/{team.cluster}", headers=team.headers).json()
     assert len(deployments["deployments"]) == 50
@@ -92,20 +93,34 @@ def test_more_simultaneous_requests_than_worker_threads_do_not_stall(
     client: TestClient, engine: Engine
 ) -> None:
     team = make_team(client, gpu=3)
+    indices = iter(range(192))
+    statuses: list[int] = []
+    lock = threading.Lock()
+    all_answered = threading.Event()
 
-    def create(index: int) -> tuple[int, float]:
-        started = time.monotonic()
-        if index % 2:
-            status = client.get("/user/me", headers=team.headers).status_code
-        else:
-            body = team.body(gpu=1)
-            status = client.post("/deployment/create", json=body, headers=team.headers).status_code
-        return status, time.monotonic() - started
+    def caller() -> None:
+        while True:
+            with lock:
+                index = next(indices, None)
+            if index is None:
+                return
+            if index % 2:
+                status = client.get("/user/me", headers=team.headers).status_code
+            else:
+                body = team.body(gpu=1)
+                response = client.post("/deployment/create", json=body, headers=team.headers)
+                status = response.status_code
+            with lock:
+                statuses.append(status)
+                if len(statuses) == 192:
+                    all_answered.set()
 
-    with ThreadPoolExecutor(96) as pool:
-        results = list(pool.map(create, range(192)))
+    # Daemon threads: a stall never resolves (every worker thread waits for a request that
+    # has none), so the test must be able to give up on them and fail instead of hanging.
+    for _ in range(96):
+        threading.Thread(target=caller, daemon=True).start()
 
-    assert {status for status, _ in results} <= {200, 201}
-    assert max(seconds for _, seconds in results) < 20  # a stall would hit a 30 s timeout
+    assert all_answered.wait(timeout=120), f"stalled: {len(statuses)} of 192 answered"
+    assert sorted(statuses) == [200] * 96 + [201] * 96
     used, total = _allocated_gpu(engine, team.cluster)
     assert used == total == 3

@@ -99,6 +99,10 @@ def test_two_replicas_with_a_kill_keep_every_invariant(
 
     assert report["server_errors_5xx"] == 0, report["server_error_samples"]
     assert report["violations"] == [], report["violations"]
-    assert report["kill"] is not None and "restart_ready_seconds" in report["kill"]
+    kill = report["kill"]
+    assert kill is not None, "the replica was never killed"
+    assert kill["killed_after_responses"] >= 100  # --kill-after: mid-run, not at the start
+    assert "restart_error" not in kill and kill["restarted_pid"] != kill["killed_pid"]
+    assert report["per_replica"][str(kill["replica"])]["starts"] == 2
     assert report["responses"] >= 250
     assert result.returncode == 0, result.stdout

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from conftest import ManualClock
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
 from helpers import (
     create_org,
-    expire_invite_code,
     login,
     member_with_role,
     new_user,
@@ -27,10 +26,6 @@ def parse_utc(value: str) -> datetime:
     return parsed
 
 
-def hours_from_now(value: str) -> float:
-    return (parse_utc(value) - datetime.now(UTC)).total_seconds() / 3600
-
-
 def join(client: TestClient, headers: dict[str, str], code: str) -> Any:
     return client.post("/user/join", json={"invite_code": code}, headers=headers)
 
@@ -44,8 +39,11 @@ def members(client: TestClient, headers: dict[str, str], org: str) -> dict[str, 
 # --- create ----------------------------------------------------------------------------------
 
 
-def test_create_answers_201_with_the_first_invite_code(client: TestClient) -> None:
+def test_create_answers_201_with_the_first_invite_code(
+    client: TestClient, clock: ManualClock
+) -> None:
     admin = new_user(client)
+    clock.advance(90)  # away from the wall clock, so a time read from it would show
 
     response = client.post("/organization/create", json={"name": "Acme-Labs"}, headers=admin)
 
@@ -63,8 +61,8 @@ def test_create_answers_201_with_the_first_invite_code(client: TestClient) -> No
     assert isinstance(body["id"], int)
     assert isinstance(body["invite_code"], str) and len(body["invite_code"]) >= 16
     assert body["invite_role"] == "developer"
-    assert 167.9 < hours_from_now(body["invite_expires_at"]) <= 168
-    assert abs((parse_utc(body["created_at"]) - datetime.now(UTC)).total_seconds()) < 60
+    assert parse_utc(body["invite_expires_at"]) == clock.now() + timedelta(hours=168)
+    assert parse_utc(body["created_at"]) == clock.now()
 
 
 def test_the_creator_is_the_organizations_admin(client: TestClient) -> None:
@@ -170,9 +168,12 @@ def test_the_admin_reads_the_active_invite_code(client: TestClient) -> None:
     assert parse_utc(body["expires_at"]) == parse_utc(org["invite_expires_at"])
 
 
-def test_rotating_with_no_body_issues_a_developer_code_for_168_hours(client: TestClient) -> None:
+def test_rotating_with_no_body_issues_a_developer_code_for_168_hours(
+    client: TestClient, clock: ManualClock
+) -> None:
     admin = new_user(client)
     org = create_org(client, admin)
+    clock.advance(600)
 
     response = client.post(f"/organization/{org['name']}/invite-code/rotate", headers=admin)
 
@@ -181,18 +182,20 @@ def test_rotating_with_no_body_issues_a_developer_code_for_168_hours(client: Tes
     assert set(body) == {"invite_code", "role", "expires_at"}
     assert body["invite_code"] != org["invite_code"]
     assert body["role"] == "developer"
-    assert 167.9 < hours_from_now(body["expires_at"]) <= 168
+    assert parse_utc(body["expires_at"]) == clock.now() + timedelta(hours=168)
 
 
 @pytest.mark.parametrize("hours", [1, 24, 720])
-def test_rotate_accepts_a_role_and_1_to_720_hours(client: TestClient, hours: int) -> None:
+def test_rotate_accepts_a_role_and_1_to_720_hours(
+    client: TestClient, clock: ManualClock, hours: int
+) -> None:
     admin = new_user(client)
     org = create_org(client, admin)["name"]
 
     body = rotate_invite(client, admin, org, role="viewer", expires_in_hours=hours)
 
     assert body["role"] == "viewer"
-    assert hours - 0.1 < hours_from_now(body["expires_at"]) <= hours
+    assert parse_utc(body["expires_at"]) == clock.now() + timedelta(hours=hours)
     read = client.get(f"/organization/get-invite-code/{org}", headers=admin).json()
     assert read == body
 
@@ -245,12 +248,19 @@ def test_a_code_rotated_with_a_role_admits_joiners_with_that_role(client: TestCl
     assert members(client, admin, org)[username] == "admin"
 
 
-def test_an_expired_code_admits_nobody_until_rotated(client: TestClient, engine: Engine) -> None:
-    admin = new_user(client)
-    org = create_org(client, admin)["name"]
-    code = rotate_invite(client, admin, org, role="viewer", expires_in_hours=1)["invite_code"]
-    expire_invite_code(engine, org)
-    joiner = new_user(client)
+def test_an_expired_code_admits_nobody_until_rotated(
+    client: TestClient, clock: ManualClock
+) -> None:
+    admin_name = register(client)
+    org = create_org(client, login(client, admin_name))["name"]
+    code = rotate_invite(client, login(client, admin_name), org, role="viewer", expires_in_hours=1)[
+        "invite_code"
+    ]
+    clock.advance(3599)
+    assert join(client, new_user(client), code).status_code == 200  # a second before expiry
+    clock.advance(2)
+    # Tokens from after the jump: those of an hour ago would have run out themselves.
+    admin, joiner = login(client, admin_name), new_user(client)
 
     expired = join(client, joiner, code)
     fresh = join(client, joiner, rotate_invite(client, admin, org)["invite_code"])
@@ -272,10 +282,14 @@ def test_invite_code_endpoints_of_an_unknown_organization_are_404(client: TestCl
 # --- members ---------------------------------------------------------------------------------
 
 
-def test_list_users_names_every_member_with_role_and_join_time(client: TestClient) -> None:
+def test_list_users_names_every_member_with_role_and_join_time(
+    client: TestClient, clock: ManualClock
+) -> None:
     admin_name = register(client)
     admin = login(client, admin_name)
     org = create_org(client, admin)["name"]
+    created_at = clock.now()
+    clock.advance(5)
     viewer_name = register(client)
     join(
         client,
@@ -295,7 +309,10 @@ def test_list_users_names_every_member_with_role_and_join_time(client: TestClien
     ]
     for user in body["users"]:
         assert set(user) == {"username", "role", "joined_at"}
-        parse_utc(user["joined_at"])
+    assert [parse_utc(u["joined_at"]) for u in body["users"]] == [
+        created_at,
+        created_at + timedelta(seconds=5),
+    ]
 
 
 def test_an_admin_changes_a_members_role(client: TestClient) -> None:

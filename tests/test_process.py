@@ -40,8 +40,10 @@ def _start(workdir: Path, port: int) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # Bounded wait for the process to come up: poll its readiness probe, and give up at
+    # once if it exits instead.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return process
@@ -73,6 +75,7 @@ def test_started_from_another_directory_it_keeps_its_data_there_and_stops_cleanl
         "required_gpu": 1,
     }
     answers: list[int] = []
+    mid_stream = threading.Event()
 
     def submit() -> None:
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
@@ -81,12 +84,12 @@ def test_started_from_another_directory_it_keeps_its_data_there_and_stops_cleanl
                     answers.append(client.post("/deployment/create", json=body).status_code)
                 except httpx.HTTPError:
                     return  # the server has stopped accepting connections
+                if len(answers) == 3:
+                    mid_stream.set()
 
     worker = threading.Thread(target=submit)
     worker.start()
-    deadline = time.monotonic() + 20
-    while len(answers) < 3 and time.monotonic() < deadline:  # stop it mid-stream
-        time.sleep(0.01)
+    assert mid_stream.wait(timeout=20), f"only {len(answers)} creates answered"
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
     worker.join(timeout=30)

@@ -694,6 +694,19 @@ def test_a_pass_with_stop_after_leaves_later_jobs_for_the_next_call() -> None:
 
 
 def test_a_preempting_start_is_reported_even_when_its_victim_gets_room_again() -> None:
+    # As in the rejoin test above: D (4) preempts V (1), which takes W's (3) gpu and runs
+    # again in the same pass, so `preempted` names no victim of D; D still preempted.
+    v = running(1, 5, gpu=2, started=NOW - 500)
+    v2 = running(2, 6, cpu=2, gpu=1)
+    w = running(3, 1, gpu=1)
+
+    plan = run_pass(cluster(cpu=2, gpu=4), [v, v2, w], [job(4, 9, gpu=2), job(5, 7, cpu=2)], NOW)
+
+    assert plan.preempted == {2: 5, 3: 1}
+    assert plan.preempting == [4, 5, 1]
+
+
+def test_a_preempting_start_is_reported_with_its_victim() -> None:
     plan = run_pass(cluster(gpu=2), [running(1, 0, gpu=2)], [job(2, 9, gpu=1)], NOW)
 
     assert plan.preempting == [2]

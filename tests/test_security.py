@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from jose import jwt
 from sqlalchemy import Engine
 
-import utils
 from database import make_engine
 from helpers import (
     PASSWORD,
@@ -412,17 +411,17 @@ def test_a_token_survives_a_restart_with_the_generated_key_file(
 ) -> None:
     key_file = tmp_path / "key"
     settings = make_settings(tmp_path, secret_key=None, secret_key_file=key_file)
-    utils._key_from_file.cache_clear()
-    try:
-        with TestClient(create_app(settings, engine=engine)) as first_process:
-            headers = new_user(first_process)
-            assert first_process.get("/user/me", headers=headers).status_code == 200
-        utils._key_from_file.cache_clear()  # a new process reads the key afresh
+    with TestClient(create_app(settings, engine=engine)) as first_process:
+        headers = new_user(first_process)
+        assert first_process.get("/user/me", headers=headers).status_code == 200
+    # A restarted process knows only what is on disk. This process remembers the key it
+    # read from `key_file`, so the restart reads the very same file under a new name.
+    restarted_file = tmp_path / "restarted-key"
+    os.link(key_file, restarted_file)
+    restarted = make_settings(tmp_path, secret_key=None, secret_key_file=restarted_file)
 
-        with TestClient(create_app(settings, engine=engine)) as second_process:
-            after_restart = second_process.get("/user/me", headers=headers)
-    finally:
-        utils._key_from_file.cache_clear()
+    with TestClient(create_app(restarted, engine=engine)) as second_process:
+        after_restart = second_process.get("/user/me", headers=headers)
 
     assert after_restart.status_code == 200
     assert key_file.exists()
@@ -433,14 +432,10 @@ def test_a_token_survives_a_restart_with_the_generated_key_file(
 def test_the_generated_key_is_what_signs_tokens(tmp_path: Path, engine: Engine) -> None:
     settings = make_settings(tmp_path, secret_key=None, secret_key_file=tmp_path / "key")
     other = make_settings(tmp_path, secret_key=None, secret_key_file=tmp_path / "other-key")
-    utils._key_from_file.cache_clear()
-    try:
-        with TestClient(create_app(settings, engine=engine)) as c:
-            headers = new_user(c)
-        with TestClient(create_app(other, engine=engine)) as elsewhere:
-            foreign = elsewhere.get("/user/me", headers=headers)
-    finally:
-        utils._key_from_file.cache_clear()
+    with TestClient(create_app(settings, engine=engine)) as c:
+        headers = new_user(c)
+    with TestClient(create_app(other, engine=engine)) as elsewhere:
+        foreign = elsewhere.get("/user/me", headers=headers)
 
     key = (tmp_path / "key").read_text().strip()
     jwt.decode(headers["Authorization"].removeprefix("Bearer "), key, algorithms=["HS256"])

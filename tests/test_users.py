@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from conftest import ManualClock
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
 from helpers import (
     PASSWORD,
     create_org,
-    expire_invite_code,
     login,
     new_user,
     register,
@@ -36,8 +35,10 @@ def assert_validation_error(response: Any) -> None:
 # --- register --------------------------------------------------------------------------------
 
 
-def test_register_answers_201_with_id_username_and_utc_creation_time(client: TestClient) -> None:
-    before = datetime.now(UTC) - timedelta(seconds=5)
+def test_register_answers_201_with_id_username_and_utc_creation_time(
+    client: TestClient, clock: ManualClock
+) -> None:
+    clock.advance(90)  # away from the wall clock, so a time read from it would show
 
     response = client.post("/user/register", json={"username": "Ada_1.x-y", "password": PASSWORD})
 
@@ -46,7 +47,7 @@ def test_register_answers_201_with_id_username_and_utc_creation_time(client: Tes
     assert set(body) == {"id", "username", "created_at"}
     assert isinstance(body["id"], int) and body["id"] >= 1
     assert body["username"] == "Ada_1.x-y"
-    assert before <= parse_utc(body["created_at"]) <= datetime.now(UTC) + timedelta(seconds=5)
+    assert parse_utc(body["created_at"]) == clock.now()
 
 
 def test_register_never_returns_the_password_or_its_hash(client: TestClient) -> None:
@@ -317,11 +318,10 @@ def test_an_unknown_invite_code_is_a_400(client: TestClient) -> None:
     assert isinstance(response.json()["detail"], str)
 
 
-def test_an_expired_invite_code_is_a_400(client: TestClient, engine: Engine) -> None:
-    admin = new_user(client)
-    org = create_org(client, admin)
-    expire_invite_code(engine, org["name"])
-    joiner = new_user(client)
+def test_an_expired_invite_code_is_a_400(client: TestClient, clock: ManualClock) -> None:
+    org = create_org(client, new_user(client))
+    clock.advance(timedelta(hours=168, seconds=1).total_seconds())  # the first code's lifetime
+    joiner = new_user(client)  # a token from after the jump, alive then
 
     response = client.post("/user/join", json={"invite_code": org["invite_code"]}, headers=joiner)
 
