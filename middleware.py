@@ -129,8 +129,15 @@ class RetryAbortedTransactionsMiddleware:
         body = await _read_body(receive)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             response_started = False
+            replayed = False
 
             async def replay() -> Message:
+                # The body once, then the client's own messages: a streaming response waits
+                # on them for the disconnect (answering at once would spin the event loop).
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
 
             async def tracking_send(message: Message) -> None:
@@ -173,7 +180,9 @@ MAX_REQUESTS_IN_PROGRESS = 32
 
 
 class ConcurrencyLimitMiddleware:
-    """Lets at most `MAX_REQUESTS_IN_PROGRESS` requests run at once; others queue."""
+    """Lets at most `MAX_REQUESTS_IN_PROGRESS` requests run at once; others queue. An event
+    stream gives its slot back once its headers are sent: it lasts as long as its client,
+    and between its short polls it holds no thread and no connection."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -185,5 +194,29 @@ class ConcurrencyLimitMiddleware:
             return
         if self.slots is None:  # created inside the running event loop
             self.slots = asyncio.Semaphore(MAX_REQUESTS_IN_PROGRESS)
-        async with self.slots:
-            await self.app(scope, receive, send)
+        slots = self.slots
+        await slots.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
+
+        async def releasing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and _is_event_stream(message):
+                release()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, releasing_send)
+        finally:
+            release()
+
+
+def _is_event_stream(start: Message) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream")
+        for name, value in start.get("headers", [])
+    )
