@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -23,7 +25,7 @@ from middleware import (
     is_retryable,
     rate_limit_enabled,
 )
-from routes import clusters, deployments, operations, organizations, users
+from routes import clusters, deployments, events, operations, organizations, users
 from utils import Settings, configure_logging, get_settings, signing_key, use_settings
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         own_engine = engine is None
         app.state.engine = engine or _migrated_engine(settings.database_url)
         app.state.session_factory = make_session_factory(app.state.engine)
+        events.reopen_streams(app)
         stop = asyncio.Event()
         loop = asyncio.create_task(_scheduler_loop(app, settings.scheduler_interval_seconds, stop))
         logger.info("hypervisor ready database=%s", app.state.engine.url.render_as_string())
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             # Let a tick in progress finish its passes: nothing is left half-applied.
+            events.stop_streams(app)
             stop.set()
             await loop
             if own_engine:
@@ -90,6 +94,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         clusters.router,
         deployments.router,
         operations.router,
+        events.router,
     ):
         app.include_router(router)
     # The last added runs first: bound requests in progress, time them, rate-limit them,
@@ -145,11 +150,30 @@ def _migrated_engine(url: str) -> Engine:
     return make_engine(url)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, ending the app's live event streams as soon as a stop signal arrives: it
+    waits for open responses to finish before it shuts the app down."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        events.stop_streams(app)
+        super().handle_exit(sig, frame)
+
+
 app = create_app()
 
 if __name__ == "__main__":
     settings = get_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+        )
     )
+    with suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # what `uvicorn.run` exits with when the app fails to start

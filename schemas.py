@@ -243,6 +243,24 @@ class DeploymentEventRead(Output):
     message: str
 
 
+class EventRead(Output):
+    """One event of an organization's feed (SPEC §4 "Events")."""
+
+    id: int = Field(description="Ascending in commit order; the cursor of `after`")
+    at: datetime = Field(description="When it happened")
+    deployment_id: int
+    cluster_name: str
+    type: str = Field(examples=["created", "started", "preempted", "completed"])
+    message: str
+
+
+class EventPage(Output):
+    events: list[EventRead]
+    next_after: int = Field(
+        description="Pass as `after` for the next page: the last id returned, else `after`"
+    )
+
+
 class DeploymentRead(Output):
     id: int
     name: str | None
