@@ -110,6 +110,17 @@ def read_only(session: Session) -> None:
     session.connection(execution_options={READ_ONLY: True})
 
 
+def read_snapshot(session: Session) -> None:
+    """Like `read_only`, and every statement of the transaction reads the same snapshot:
+    REPEATABLE READ on PostgreSQL (by default each of its statements sees the commits made
+    since the previous one); a SQLite read transaction is one snapshot already. Call before
+    its first query."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if session.get_bind().dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    session.connection(execution_options=options)
+
+
 def lock_cluster(session: Session, cluster_id: int) -> Cluster:
     """Re-read the cluster row under `SELECT ... FOR UPDATE` before changing its allocation."""
     statement = select(Cluster).where(Cluster.id == cluster_id).with_for_update()

@@ -6,8 +6,10 @@ import asyncio
 import json
 import logging
 import math
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -23,7 +25,7 @@ import middleware
 import services
 from database import make_engine, make_session_factory, migrate
 from middleware import is_retryable
-from routes import clusters, deployments, docs, operations, organizations, users
+from routes import clusters, deployments, docs, events, operations, organizations, users
 from utils import Settings, configure_logging, get_settings, signing_key, use_settings
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         own_engine = engine is None
         app.state.engine = engine or _migrated_engine(settings.database_url)
         app.state.session_factory = make_session_factory(app.state.engine)
+        events.reopen_streams(app)
         stop = asyncio.Event()
         loop = asyncio.create_task(_scheduler_loop(app, settings.scheduler_interval_seconds, stop))
         logger.info("hypervisor ready database=%s", app.state.engine.url.render_as_string())
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             # Let a tick in progress finish its passes: nothing is left half-applied.
+            events.stop_streams(app)
             stop.set()
             await loop
             if own_engine:
@@ -99,6 +103,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         clusters.router,
         deployments.router,
         operations.router,
+        events.router,
     ):
         app.include_router(router)
     # The caller's address, metrics, the body read and bounded, rate limits, the bound on
@@ -250,6 +255,15 @@ def _migrated_engine(url: str) -> Engine:
     return make_engine(url)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, ending the app's live event streams as soon as a stop signal arrives: it
+    waits for open responses to finish before it shuts the app down."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        events.stop_streams(app)
+        super().handle_exit(sig, frame)
+
+
 app = create_app()
 
 # What `python main.py` bounds at the connection level (the body is bounded by the
@@ -263,19 +277,25 @@ if __name__ == "__main__":
     configure_logging(settings.log_level)
     # log_config=None: uvicorn installs no handlers of its own, so its lines propagate to
     # the root handler above and share its key=value format.
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
-        http="h11",
-        h11_max_incomplete_event_size=middleware.MAX_HEADER_BYTES,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        limit_concurrency=MAX_CONNECTIONS,
-        backlog=BACKLOG,
-        # X-Forwarded-For is believed only from HYPERVISOR_TRUSTED_PROXIES, and by the
-        # middleware (ClientAddressMiddleware); uvicorn's own default trusts 127.0.0.1.
-        proxy_headers=False,
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,
+            access_log=False,
+            http="h11",
+            h11_max_incomplete_event_size=middleware.MAX_HEADER_BYTES,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            limit_concurrency=MAX_CONNECTIONS,
+            backlog=BACKLOG,
+            # X-Forwarded-For is believed only from HYPERVISOR_TRUSTED_PROXIES, and by the
+            # middleware (ClientAddressMiddleware); uvicorn's own default trusts 127.0.0.1.
+            proxy_headers=False,
+        )
     )
+    with suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # what `uvicorn.run` exits with when the app fails to start

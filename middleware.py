@@ -443,7 +443,9 @@ MAX_REQUESTS_IN_PROGRESS = 32
 class ConcurrencyLimitMiddleware:
     """Lets at most `MAX_REQUESTS_IN_PROGRESS` requests run at once; others queue. Probes
     never queue behind tenants: they take no slot (`/healthz` needs no thread, `/readyz`
-    runs one database check at a time however many probes ask)."""
+    runs one database check at a time however many probes ask). An event stream gives its
+    slot back once its headers are sent: it lasts as long as its client, and between its
+    short polls it holds no thread and no connection."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -455,8 +457,32 @@ class ConcurrencyLimitMiddleware:
             return
         if self.slots is None:  # created inside the running event loop
             self.slots = asyncio.Semaphore(MAX_REQUESTS_IN_PROGRESS)
-        async with self.slots:
-            await self.app(scope, receive, send)
+        slots = self.slots
+        await slots.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
+
+        async def releasing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and _is_event_stream(message):
+                release()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, releasing_send)
+        finally:
+            release()
+
+
+def _is_event_stream(start: Message) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream")
+        for name, value in start.get("headers", [])
+    )
 
 
 # --- retries ---------------------------------------------------------------------------------

@@ -467,6 +467,38 @@ DEPLOYMENT_EXAMPLE: dict[str, Any] = {
 EstimateBasis = Literal["declared", "history", "unknown"]
 
 
+EVENT_EXAMPLE: dict[str, Any] = {
+    "id": 41,
+    "at": "2026-12-01T09:20:30Z",
+    "deployment_id": 2,
+    "cluster_name": "gpu-a",
+    "type": "preempted",
+    "message": "preempted by deployment 3; 95 s of unsaved work lost",
+}
+
+
+class EventRead(Output):
+    """One event of an organization's feed."""
+
+    model_config = example(EVENT_EXAMPLE)
+
+    id: int = Field(description="Ascending in commit order; the cursor of `after`")
+    at: datetime = Field(description="When it happened")
+    deployment_id: int
+    cluster_name: str
+    type: str = Field(examples=["created", "started", "preempted", "completed"])
+    message: str
+
+
+class EventPage(Output):
+    model_config = example({"events": [EVENT_EXAMPLE], "next_after": 41})
+
+    events: list[EventRead]
+    next_after: int = Field(
+        description="Pass as `after` for the next page: the last id returned, else `after`"
+    )
+
+
 class DeploymentRead(Output):
     model_config = example(DEPLOYMENT_EXAMPLE)
 

@@ -3,7 +3,8 @@
 One module per concern, read in this order: `errors` (what the rules refuse), `access`
 (may this caller see or do this), `users`, `organizations`, `clusters`, `deployments` (the
 changes a request asks for), `scheduling` (a cluster's pass as the database sees it: load,
-decide with `scheduler.py`, apply), `views` (read models: reasons, positions, usage).
+decide with `scheduler.py`, apply), `views` (read models: reasons, positions, usage),
+`events` (the organization's event feed: pages, and the polls of a live stream).
 Routes and the loop use the names exported here.
 """
 
@@ -33,6 +34,7 @@ from services.errors import (
     NotFound,
     Unauthorized,
 )
+from services.events import EventFeed, EventFollower, StreamEnded, event_feed, read_events
 from services.forecasting import refresh_forecasts
 from services.organizations import (
     change_role,
@@ -56,9 +58,12 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "DomainError",
+    "EventFeed",
+    "EventFollower",
     "Forbidden",
     "Invalid",
     "NotFound",
+    "StreamEnded",
     "Unauthorized",
     "authenticate",
     "cancel_deployment",
@@ -69,12 +74,14 @@ __all__ = [
     "create_deployment",
     "create_organization",
     "describe_me",
+    "event_feed",
     "join_organization",
     "list_clusters",
     "list_deployments",
     "list_members",
     "preview_deployment",
     "read_deployment",
+    "read_events",
     "read_invite_code",
     "read_queue",
     "refresh_forecasts",

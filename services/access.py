@@ -120,6 +120,18 @@ def locked_cluster(
     return lock_cluster(session, cluster_in(session, organization, cluster_name).id)
 
 
+def deployment_in(session: Session, organization: Organization, deployment_id: int) -> Deployment:
+    """The organization's deployment of that id, else NotFound."""
+    deployment = session.scalar(
+        select(Deployment).where(
+            Deployment.id == deployment_id, Deployment.organization_id == organization.id
+        )
+    )
+    if deployment is None:
+        raise NotFound(f"deployment {deployment_id} not found in '{organization.name}'")
+    return deployment
+
+
 def visible_deployment(
     session: Session, user: User, deployment_id: int, minimum: Role
 ) -> Deployment:

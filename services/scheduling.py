@@ -19,13 +19,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, String, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 import scheduler
 from database import lock_cluster, try_lock_cluster
 from metrics import PASS_SECONDS
-from models import Cluster, Deployment, DeploymentDependency, DeploymentEvent
+from models import Cluster, Deployment, DeploymentDependency, DeploymentEvent, Timestamp
 from models import DeploymentStatus as Status
 from services.loading import (
     DEAD,
@@ -315,10 +315,25 @@ def changed(cluster: Cluster) -> None:
 def record(
     session: Session, deployment_ids: Iterable[int], kind: str, message: str, now: datetime
 ) -> None:
-    """Add one event of this kind to each deployment."""
-    session.add_all(
-        DeploymentEvent(deployment_id=i, at=now, type=kind, message=message) for i in deployment_ids
+    """Add one event of this kind to each deployment (ids ascending), with the deployment's
+    organization and cluster copied in the same statement for the event feed."""
+    ids = sorted(set(deployment_ids))
+    if not ids:
+        return
+    rows = (
+        select(
+            Deployment.id,
+            Deployment.organization_id,
+            Deployment.cluster_id,
+            literal(now, Timestamp()),
+            literal(kind, String()),
+            literal(message, String()),
+        )
+        .where(Deployment.id.in_(ids))
+        .order_by(Deployment.id)
     )
+    columns = ["deployment_id", "organization_id", "cluster_id", "at", "type", "message"]
+    session.execute(insert(DeploymentEvent).from_select(columns, rows))
 
 
 def finish(

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 import schemas
 from helpers import auth
-from routes import clusters, deployments, operations, organizations, users
+from routes import clusters, deployments, events, operations, organizations, users
 
 # The operations whose examples the walk sends, in the document's order.
 WALKED = [
@@ -151,7 +151,7 @@ def test_each_operation_has_a_summary_a_person_reads_at_a_glance(client: TestCli
     spec = client.get("/openapi.json").json()
     routes = [
         route
-        for module in (users, organizations, clusters, deployments, operations)
+        for module in (users, organizations, clusters, deployments, operations, events)
         for route in module.router.routes
         if isinstance(route, APIRoute)
     ]
