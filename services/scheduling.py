@@ -477,19 +477,33 @@ def _resolve(
     for deployment_id, depends_on_id in edges:
         waiting[deployment_id].append(depends_on_id)
     needed = {d for deps in waiting.values() for d in deps}
-    statuses = dict(
-        session.execute(
-            select(Deployment.id, Deployment.status).where(Deployment.id.in_(needed))
-        ).all()
-    )
+    statuses: dict[int, str] = {}
+    finished: dict[int, datetime] = {}
+    for dependency_id, status, finished_at in session.execute(
+        select(Deployment.id, Deployment.status, Deployment.finished_at).where(
+            Deployment.id.in_(needed)
+        )
+    ):
+        statuses[dependency_id] = status
+        if finished_at is not None:
+            finished[dependency_id] = finished_at
     resolution = scheduler.resolve_dependencies(waiting, statuses)
     if resolution.eligible or resolution.failed:
         changed(cluster)
     if resolution.eligible:
+        # Its wait counts from its dependencies completing (SPEC §5 step 6): the last of them.
         session.execute(
-            update(Deployment)
-            .where(Deployment.id.in_(resolution.eligible))
-            .values(eligible=True, waiting_since=now)
+            update(Deployment),
+            [
+                {
+                    "id": i,
+                    "eligible": True,
+                    "waiting_since": min(
+                        now, max((finished[d] for d in waiting[i] if d in finished), default=now)
+                    ),
+                }
+                for i in resolution.eligible
+            ],
         )
     for deployment_id, reason in resolution.failed.items():
         session.execute(

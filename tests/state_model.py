@@ -11,9 +11,9 @@ incremental shortcuts the service takes), so a shortcut that decides otherwise s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, event, select, text
@@ -414,10 +414,15 @@ class _World:
         running = sum((d.request for d in self.of(cluster_id, RUNNING)), Resources())
         return self.clusters[cluster_id].reserved + running
 
-    def finish(self, ids: Iterable[int], status: str) -> None:
-        """End deployments for good, then settle every waiting dependent (SPEC §5 step 2)."""
+    def finish(
+        self, ids: Iterable[int], status: str, at: Mapping[int, float] | None = None
+    ) -> None:
+        """End deployments for good (a timed one at the instant its time was up, `at`), then
+        settle every waiting dependent (SPEC §5 step 2)."""
         for deployment_id in ids:
-            self.set(deployment_id, status=status, finished_at=self.now)
+            instant = (at or {}).get(deployment_id)
+            ended = datetime.fromtimestamp(instant, UTC) if instant is not None else self.now
+            self.set(deployment_id, status=status, finished_at=ended)
         self.settle()
 
     def settle(self) -> None:
@@ -429,7 +434,10 @@ class _World:
         statuses = {d.id: d.status for d in self.deployments.values()}
         resolution = scheduler.resolve_dependencies(waiting, statuses)
         for deployment_id in resolution.eligible:
-            self.set(deployment_id, eligible=True, waiting_since=self.now)
+            # Its wait counts from its last dependency completing.
+            ends = [self.deployments[d].finished_at for d in waiting[deployment_id]]
+            since = max((end for end in ends if end is not None), default=self.now)
+            self.set(deployment_id, eligible=True, waiting_since=min(self.now, since))
             self.owed.add(self.deployments[deployment_id].cluster_id)
         for deployment_id in resolution.failed:
             self.set(deployment_id, status=FAILED, finished_at=self.now)
@@ -440,7 +448,7 @@ class _World:
         plan = scheduler.run_pass(
             shape(self.clusters[cluster_id]), running, [], self.now.timestamp(), self.policy
         )
-        self.finish(plan.completed, COMPLETED)
+        self.finish(plan.completed, COMPLETED, plan.finished_at)
 
     def run_pass(self, cluster_id: int) -> None:
         """SPEC §5 steps 1-6 over the cluster's whole queue, decided by `run_pass`."""
