@@ -313,3 +313,12 @@ def test_cancelling_the_root_of_a_long_chain_fails_it_all_in_bounded_transaction
     assert statuses == ["failed"] * (3 * SETTLE_BATCH + 7)
     assert sum(failed_by_session.values()) == 3 * SETTLE_BATCH + 7
     assert max(failed_by_session.values()) <= SETTLE_BATCH
+
+
+def test_a_token_expires_by_the_process_clock(client: TestClient, clock: Any) -> None:
+    headers = login(client, register(client))
+    assert client.get("/user/me", headers=headers).status_code == 200
+
+    clock.advance(60 * 60 + 1)  # past the default one-hour lifetime
+
+    assert client.get("/user/me", headers=headers).status_code == 401
