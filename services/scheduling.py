@@ -274,6 +274,11 @@ def _record_preemptions(
                 waiting_since=now,
                 preempted_by_id=preemptor,
                 preemption_count=Deployment.preemption_count + 1,
+                # Its estimates were of the run that just ended: none until the next forecast.
+                estimated_start_at=None,
+                estimated_end_at=None,
+                estimate_basis=None,
+                estimate_reason=None,
             )
         )
         message = f"preempted by deployment {preemptor}; {seconds:g} s of unsaved work lost"

@@ -127,3 +127,22 @@ def test_a_waiting_reason_names_who_holds_its_room_and_when_the_forecast_expects
     assert str(low["id"]) not in before.split("held by")[1]
     start = (clock.now() + timedelta(seconds=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert reason.endswith(f"the forecast expects it to start at {start}")
+
+
+def test_a_preempted_deployment_shows_no_estimate_of_its_ended_run_until_the_next_forecast(
+    client: TestClient, app: Any, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=1)
+    low = team.deploy(gpu=1, duration_seconds=100)
+    _tick(app)
+    clock.advance(2)
+
+    urgent = team.deploy(gpu=1, priority=9, duration_seconds=100)
+    right_after = team.get(low)
+    _tick(app)
+    forecast_after = team.get(low)
+
+    assert (right_after["estimated_start_at"], right_after["estimate_basis"]) == (None, None)
+    assert _at(forecast_after["estimated_start_at"]) == _at(team.get(urgent)["started_at"]) + (
+        timedelta(seconds=100)
+    )
