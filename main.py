@@ -236,18 +236,33 @@ def _echo_text(value: Any, limit: int = MAX_ECHOED_CHARACTERS) -> str:
 
 
 async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) -> None:
-    """Every interval: end elapsed deployments and re-run passes (SPEC §5), off the event
+    """Every interval, or sooner when a timed deployment ends before that: end elapsed
+    deployments and re-run passes (SPEC §5), then forecast what changed, off the event
     loop's thread, with sessions of its own. Returns between ticks once `stop` is set."""
+    wait = interval
     while not stop.is_set():
         with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+            await asyncio.wait_for(stop.wait(), timeout=wait)
         if stop.is_set():
             return
+        factory = app.state.session_factory
         try:
-            await asyncio.to_thread(services.run_periodic_passes, app.state.session_factory)
-            await asyncio.to_thread(services.refresh_forecasts, app.state.session_factory)
+            await asyncio.to_thread(services.run_periodic_passes, factory)
+            await asyncio.to_thread(services.refresh_forecasts, factory)
+            wait = next_wait(
+                interval, await asyncio.to_thread(services.seconds_to_next_end, factory)
+            )
         except Exception:
             logger.exception("scheduler tick failed")
+            wait = interval
+
+
+def next_wait(interval: float, seconds_to_next_end: float | None) -> float:
+    """How long the loop sleeps: its interval, or until the next known end if that comes
+    sooner, so freed room is handed on when the forecast says it is (within 10 ms)."""
+    if seconds_to_next_end is None:
+        return interval
+    return min(interval, max(seconds_to_next_end, 0.01))
 
 
 def _migrated_engine(url: str) -> Engine:

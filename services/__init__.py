@@ -44,7 +44,7 @@ from services.organizations import (
     remove_member,
     rotate_invite_code,
 )
-from services.scheduling import run_periodic_passes, transaction
+from services.scheduling import run_periodic_passes, seconds_to_next_end, transaction
 from services.users import (
     authenticate,
     describe_me,
@@ -93,6 +93,7 @@ __all__ = [
     "resize_cluster",
     "rotate_invite_code",
     "run_periodic_passes",
+    "seconds_to_next_end",
     "transaction",
     "user_by_id",
 ]

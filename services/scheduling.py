@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, String, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 import scheduler
@@ -114,6 +114,19 @@ def run_periodic_passes(session_factory: sessionmaker[Session]) -> int:
         except Exception:
             logger.exception("scheduling pass failed cluster_id=%s", cluster_id)
     return passes
+
+
+def seconds_to_next_end(session_factory: sessionmaker[Session]) -> float | None:
+    """Seconds until the earliest known end of a running timed deployment, anywhere (None
+    if there is none, or if the earliest is already due: the loop's interval then rules)."""
+    with session_factory() as session:
+        earliest = session.scalar(
+            select(func.min(Deployment.ends_at)).where(Deployment.status == RUNNING)
+        )
+    if earliest is None:
+        return None
+    seconds = (earliest - utcnow()).total_seconds()
+    return seconds if seconds > 0 else None
 
 
 def _clusters_with_work() -> Any:

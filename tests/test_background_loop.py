@@ -20,7 +20,7 @@ from workloads import make_team
 
 import services
 from helpers import create_cluster, moment
-from main import create_app
+from main import create_app, next_wait
 from models import Deployment
 
 
@@ -217,3 +217,20 @@ def test_the_loop_settles_a_dependent_whose_dependency_ended_unnoticed(
         and failed["reason"] == f"dependency {first['id']} was cancelled"
     )
     assert team.status(waits_on_second) == "running"
+
+
+def test_the_loop_wakes_at_the_next_known_end_when_it_comes_before_its_interval(
+    client: TestClient, app: FastAPI, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=2)
+    team.deploy(gpu=1, duration_seconds=30)
+    clock.advance(10)
+    team.deploy(gpu=1, duration_seconds=5)  # ends first: 5 s from now
+    factory = app.state.session_factory
+
+    assert services.seconds_to_next_end(factory) == 5.0
+    assert next_wait(1.0, services.seconds_to_next_end(factory)) == 1.0
+    assert next_wait(60.0, services.seconds_to_next_end(factory)) == 5.0
+    clock.advance(5)  # due now: the interval rules again, so a stuck pass cannot spin
+    assert services.seconds_to_next_end(factory) is None
+    assert next_wait(60.0, None) == 60.0
