@@ -93,6 +93,10 @@ def create_deployment(
     running = schedule_new(session, cluster, deployment, now)
     session.flush()
     session.refresh(deployment)  # the pass wrote its state with bulk updates
+    if deployment.status == DeploymentStatus.failed:
+        # A dependency died after the check above, in a transaction that committed since:
+        # the answer is the check's, and nothing of this create is kept.
+        raise Invalid(f"dependencies that can never complete: {deployment.reason}")
     known = {cluster.id: running} if running is not None else None
     return deployment_views(session, [deployment], now, known)[0]
 
