@@ -145,3 +145,30 @@ def test_a_failure_settles_dependents_in_other_clusters_one_lock_at_a_time(
         for name, d in {"middle": middle, "leaf": leaf, "sibling": sibling}.items()
     } == {"middle": "failed", "leaf": "failed", "sibling": "failed"}
     assert team.get(leaf)["reason"] == f"dependency {middle['id']} failed"
+
+
+def test_a_dependency_that_dies_while_a_create_runs_makes_the_create_a_422(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = make_team(client, gpu=1)
+    dependency = team.deploy(gpu=1)
+    team.report(dependency, "failed")
+    # As if the create had checked it while it still ran, before its failure committed.
+    monkeypatch.setattr(services.deployments, "_check_dependencies", lambda *_args: False)
+
+    answer = client.post(
+        "/deployment/create",
+        json=team.body(gpu=1, depends_on=[dependency["id"]]),
+        headers=team.headers,
+    )
+
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == (
+        f"dependencies that can never complete: dependency {dependency['id']} failed"
+    )
+    assert [
+        d["id"]
+        for d in client.get(f"/deployment/list/{team.cluster}", headers=team.headers).json()[
+            "deployments"
+        ]
+    ] == [dependency["id"]]
