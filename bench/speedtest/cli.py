@@ -31,10 +31,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed-dir", type=Path, help="a checkout of the original seed service")
     parser.add_argument("--seed-python", type=Path, help="the interpreter of the seed's venv")
     parser.add_argument("--clients", default="8,32", help="part 1 concurrencies")
-    parser.add_argument("--seed-rounds", type=int, default=6)
     parser.add_argument(
-        "--seed-creates", type=int, default=160, help="creates per round (rounds under 15 s)"
+        "--seed-mode",
+        choices=["fresh", "sustained"],
+        default="fresh",
+        help="fresh: a new cluster per round, rounds under 14 s (no completion meets a round); "
+        "sustained: one cluster, rounds up to 60 s",
     )
+    parser.add_argument("--seed-rounds", type=int, default=6)
+    parser.add_argument("--seed-creates", type=int, help="per round (fresh: 400, sustained: 160)")
     parser.add_argument("--rounds", type=int, default=7, help="part 2 rounds per pair")
     parser.add_argument("--per-round", type=int, default=30, help="part 2 requests per round")
     parser.add_argument("--no-postgres", action="store_true")
@@ -84,10 +89,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["passes"] = passes.time_passes(depths, repeats=3 if args.smoke else 5)
     if "seed" in args.parts:
         if args.seed_dir and args.seed_python:
+            fresh = args.seed_mode == "fresh"
             concurrencies = [int(c) for c in args.clients.split(",")]
-            result["versus_seed"] = versus.run(
+            result["versus_seed" if fresh else "versus_seed_sustained"] = versus.run(
                 args.seed_dir, args.seed_python, concurrencies, args.seed_rounds,
-                args.seed_creates, round_seconds=60, drain_seconds=60,
+                args.seed_creates or (400 if fresh else 160), round_seconds=14 if fresh else 60,
+                drain_seconds=60, fresh_clusters=fresh,
             )  # fmt: skip
         else:
             result["versus_seed"] = {"skipped": "no --seed-dir and --seed-python given"}

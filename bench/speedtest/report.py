@@ -34,6 +34,8 @@ def _markdown(result: dict[str, Any]) -> list[str]:
         "",
     ]
     lines += _versus(result.get("versus_seed"))
+    if result.get("versus_seed_sustained"):
+        lines += _versus(result["versus_seed_sustained"])
     lines += _scaling(result.get("scaling"))
     lines += _load(result.get("load"))
     lines += _profile(result.get("profile"))
@@ -42,13 +44,14 @@ def _markdown(result: dict[str, Any]) -> list[str]:
 
 
 def _versus(part: dict[str, Any] | None) -> list[str]:
-    lines = ["## 1. Hypervisor vs the original seed (creates that start, SQLite)", ""]
+    mode = (part or {}).get("mode", "")
+    lines = [f"## 1. Hypervisor vs the original seed (creates that start, SQLite) — {mode}", ""]
     if not part or "by_clients" not in part:
         return lines + [f"Not run: {(part or {}).get('skipped', 'not asked for')}.", ""]
     lines += [
-        f"{part['rounds']} alternating rounds of {part['creates_per_round']} creates per "
-        "service and concurrency, after a warm-up round each; target: Hypervisor ≥ 5× the "
-        "seed's creates/s.",
+        f"{part['rounds']} alternating rounds of up to {part['creates_per_round']} creates "
+        f"and {part['round_seconds_limit']:g} s per service and concurrency, after a warm-up "
+        "round each; target: Hypervisor ≥ 5× the seed's creates/s.",
         "",
         "| clients | Hypervisor creates/s | seed creates/s | ratio (per round) | ratio of "
         "medians | ≥ 5×? | Hypervisor p50 / p99 ms | seed p50 / p99 ms | server CPU ms per "
@@ -69,7 +72,10 @@ def _versus(part: dict[str, Any] | None) -> list[str]:
         )
     errors = [
         f"{r['clients']} clients: Hypervisor {r['hypervisor']['errors']} errors, seed "
-        f"{r['seed']['errors']} errors and {r['seed']['not_started']} creates left queued"
+        f"{r['seed']['errors']} errors and {r['seed']['not_started']} creates left queued; "
+        f"rounds longer than a simulated run: Hypervisor "
+        f"{r['hypervisor'].get('rounds_longer_than_a_run', '?')}, seed "
+        f"{r['seed'].get('rounds_longer_than_a_run', '?')}"
         for r in part["by_clients"]
     ]
     return lines + ["", "Failures: " + "; ".join(errors) + ".", ""]
@@ -87,18 +93,24 @@ def _scaling(rows: list[dict[str, Any]] | None) -> list[str]:
         "machine's load than latency.",
         "",
         "| database | request | small | large | p50 small / large ms | ratio (per round) "
-        "| server CPU ms small / large | ≤ 1.5×? |",
-        "|---|---|---|---|---:|---:|---:|:--:|",
+        "| ≤ 1.5×? | server CPU ms small / large | its cancel: p50 small / large ms, ratio |",
+        "|---|---|---|---|---:|---:|:--:|---:|---:|",
     ]
     for row in rows:
         small, large = row["small"], row["large"]
+        cancel = "–"
+        if small.get("cancel_p50_ms") and large.get("cancel_p50_ms"):
+            cancel = (
+                f"{small['cancel_p50_ms']:.1f} / {large['cancel_p50_ms']:.1f}, "
+                f"{row['cancel_ratio']:.2f}"
+            )
         lines.append(
             f"| {row['database']} | {row['measure']} | {small['label']} | {large['label']} "
             f"| {small['p50_ms']:.1f} / {large['p50_ms']:.1f} "
             f"| {row['ratio']:.2f} ({row['ratio_per_round']['min']:.2f}–"
             f"{row['ratio_per_round']['max']:.2f}) "
-            f"| {small['server_cpu_ms']:.1f} / {large['server_cpu_ms']:.1f} "
-            f"| {'yes' if row['within_target'] else 'no'} |"
+            f"| {'yes' if row['within_target'] else 'no'} "
+            f"| {small['server_cpu_ms']:.1f} / {large['server_cpu_ms']:.1f} | {cancel} |"
         )
     return lines + [""]
 
@@ -177,21 +189,12 @@ def _plot(out: Path, result: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    versus = result.get("versus_seed") or {}
-    for offset, (name, color) in enumerate((("hypervisor", "tab:blue"), ("seed", "tab:orange"))):
-        for position, row in enumerate(versus.get("by_clients", [])):
-            values = [r[name]["per_second"] for r in row["rounds"]]
-            x = position + (offset - 0.5) * 0.35
-            left.bar(x, row[name]["creates_per_second"]["median"], 0.33, color=color,
-                     label=name if position == 0 else None)  # fmt: skip
-            left.scatter([x] * len(values), values, color="black", s=8, zorder=3)
-    rows = versus.get("by_clients", [])
-    left.set_xticks(range(len(rows)), [f"{r['clients']} clients" for r in rows])
-    left.set_ylabel("creates/s (bars: median; dots: rounds)")
-    left.set_title("1. Hypervisor vs seed, SQLite, alternating rounds")
-    if rows:
-        left.legend()
+    panels = [key for key in ("versus_seed", "versus_seed_sustained") if result.get(key)]
+    figure, axes = plt.subplots(1, len(panels) + 1, figsize=(6 * (len(panels) + 1), 4.5))
+    axes = list(axes) if len(panels) else [axes]
+    for axis, key in zip(axes, panels, strict=False):
+        _versus_panel(axis, result[key])
+    right = axes[-1]
     scaling = result.get("scaling") or []
     labels = [f"{r['database']}\n{r['measure'].replace('_vs_', ' vs ')}" for r in scaling]
     ratios = [r["ratio"] for r in scaling]
@@ -207,3 +210,19 @@ def _plot(out: Path, result: dict[str, Any]) -> None:
     figure.tight_layout()
     figure.savefig(out / "speed.png", dpi=100)
     plt.close(figure)
+
+
+def _versus_panel(axis: Any, versus: dict[str, Any]) -> None:
+    rows = versus.get("by_clients", [])
+    for offset, (name, color) in enumerate((("hypervisor", "tab:blue"), ("seed", "tab:orange"))):
+        for position, row in enumerate(rows):
+            values = [r[name]["per_second"] for r in row["rounds"]]
+            x = position + (offset - 0.5) * 0.35
+            axis.bar(x, row[name]["creates_per_second"]["median"], 0.33, color=color,
+                     label=name if position == 0 else None)  # fmt: skip
+            axis.scatter([x] * len(values), values, color="black", s=8, zorder=3)
+    axis.set_xticks(range(len(rows)), [f"{r['clients']} clients" for r in rows])
+    axis.set_ylabel("creates/s (bars: median; dots: rounds)")
+    axis.set_title(f"1. vs seed, SQLite: {versus.get('mode', '')}", fontsize=10)
+    if rows:
+        axis.legend()

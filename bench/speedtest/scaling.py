@@ -43,11 +43,12 @@ class Measure:
 
     name: str
     label: str  # "create p50 at {n} running"
-    request: Callable[[World, Http], tuple[bool, float]]
+    # (ok, seconds, seconds of the follow-up request or None): a create's cancel is timed too
+    request: Callable[[World, Http], tuple[bool, float, float | None]]
 
 
-def _create(expected: str) -> Callable[[World, Http], tuple[bool, float]]:
-    def request(world: World, http: Http) -> tuple[bool, float]:
+def _create(expected: str) -> Callable[[World, Http], tuple[bool, float, float | None]]:
+    def request(world: World, http: Http) -> tuple[bool, float, float | None]:
         body = {
             "cluster_name": world.tenant.cluster,
             "organization_name": world.tenant.organization,
@@ -59,26 +60,26 @@ def _create(expected: str) -> Callable[[World, Http], tuple[bool, float]]:
         }
         status, answer, seconds = timed(http, "POST", "/deployment/create", body)
         if status != 201 or answer.get("status") != expected:
-            return False, seconds
-        cancelled, _ = http.request("DELETE", f"/deployment/delete/{answer['id']}")
-        return cancelled == 200, seconds
+            return False, seconds, None
+        cancelled, _, cancel_seconds = timed(http, "DELETE", f"/deployment/delete/{answer['id']}")
+        return cancelled == 200, seconds, cancel_seconds
 
     return request
 
 
-def _queue_page(world: World, http: Http) -> tuple[bool, float]:
+def _queue_page(world: World, http: Http) -> tuple[bool, float, float | None]:
     path = f"/deployment/queue/{world.tenant.cluster}?limit=100"
     status, answer, seconds = timed(http, "GET", path)
     ok = status == 200 and answer["total"] == world.size
     ok = ok and len(answer["queue"]) == min(100, world.size)
-    return ok, seconds
+    return ok, seconds, None
 
 
-def _metrics(world: World, http: Http) -> tuple[bool, float]:
+def _metrics(world: World, http: Http) -> tuple[bool, float, float | None]:
     started = time.perf_counter()
     status, body = http.request("GET", "/metrics")
     seconds = time.perf_counter() - started
-    return status == 200 and world.tenant.cluster.encode() in body, seconds
+    return status == 200 and world.tenant.cluster.encode() in body, seconds, None
 
 
 def _fill_world(database_url: str, tenant: Tenant, kind: str, size: int) -> None:
@@ -123,6 +124,7 @@ def _measure_pair(
     samples: dict[str, list[float]] = {"small": [], "large": []}
     round_p50: dict[str, list[float]] = {"small": [], "large": []}
     round_cpu: dict[str, list[float]] = {"small": [], "large": []}
+    round_follow_up: dict[str, list[float]] = {"small": [], "large": []}
     errors = {"small": 0, "large": 0}
     try:
         for name, world in worlds.items():  # warm-up, not kept
@@ -130,17 +132,21 @@ def _measure_pair(
                 measure.request(world, connections[name])
         for index in range(rounds):
             for name in ("small", "large") if index % 2 == 0 else ("large", "small"):
-                taken = []
+                taken, follow_ups = [], []
                 cpu_before = worlds[name].server.cpu_seconds()
                 for _ in range(per_round):
-                    ok, seconds = measure.request(worlds[name], connections[name])
+                    ok, seconds, follow_up = measure.request(worlds[name], connections[name])
                     if ok:
                         taken.append(seconds)
+                        if follow_up is not None:
+                            follow_ups.append(follow_up)
                     else:
                         errors[name] += 1
                 used = worlds[name].server.cpu_seconds() - cpu_before
                 round_cpu[name].append(1000 * used / per_round)
                 samples[name] += taken
+                if follow_ups:
+                    round_follow_up[name].append(statistics.median(follow_ups) * 1000)
                 round_p50[name].append(statistics.median(taken) * 1000 if taken else 0.0)
     finally:
         for connection in connections.values():
@@ -153,6 +159,10 @@ def _measure_pair(
     medians = {name: statistics.median(values) for name, values in round_p50.items()}
     ratio = medians["large"] / medians["small"] if medians["small"] else 0.0
     cpu = {name: statistics.median(values) for name, values in round_cpu.items()}
+    follow = {
+        name: round(statistics.median(values), 2) if values else None
+        for name, values in round_follow_up.items()
+    }
     return {
         "measure": measure.name,
         "small": {
@@ -162,6 +172,7 @@ def _measure_pair(
             "p99_ms": round(percentile(samples["small"], 99) * 1000, 2),
             "round_p50_ms": [round(v, 2) for v in round_p50["small"]],
             "server_cpu_ms": round(cpu["small"], 2),
+            "cancel_p50_ms": follow["small"],
             "errors": errors["small"],
         },
         "large": {
@@ -171,10 +182,14 @@ def _measure_pair(
             "p99_ms": round(percentile(samples["large"], 99) * 1000, 2),
             "round_p50_ms": [round(v, 2) for v in round_p50["large"]],
             "server_cpu_ms": round(cpu["large"], 2),
+            "cancel_p50_ms": follow["large"],
             "errors": errors["large"],
         },
         "ratio": round(ratio, 3),
         "ratio_per_round": spread(per_round_ratios),
+        "cancel_ratio": round(follow["large"] / follow["small"], 3)
+        if follow["small"] and follow["large"]
+        else None,
         "server_cpu_ratio": round(cpu["large"] / cpu["small"], 3) if cpu["small"] else None,
         "target_ratio": TARGET_RATIO,
         "within_target": ratio <= TARGET_RATIO,

@@ -156,6 +156,15 @@ def hypervisor_tenant(server: Process, clusters: dict[str, dict[str, int]]) -> T
     return Tenant(headers, org, next(iter(clusters)))
 
 
+def add_cluster(
+    server: Process, tenant: Tenant, name: str, shape: dict[str, int], created: int
+) -> None:
+    """One more cluster in the tenant's organization (`created`: the status that says so)."""
+    body = {"name": name, "organization_name": tenant.organization, **shape}
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        _expect(client.post("/cluster/create", json=body, headers=tenant.headers), created)
+
+
 def seed_tenant(server: Process, run_id: str) -> Tenant:
     """The seed's flow, read from its routes: register (no login exists: no endpoint asks
     for a token), create an organization, create a cluster. Cluster names are global keys
