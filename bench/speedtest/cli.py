@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with postgres_databases("hv_speed") as new_database:
                 if new_database is not None:
                     rows += scaling.run("PostgreSQL", new_database, args.rounds, args.per_round)
+        before = {(r["database"], r["measure"]): r for r in result.get("scaling", [])}
+        for row in rows:  # earlier runs' ratios beside this one's: how well it reproduces
+            earlier = before.get((row["database"], row["measure"]))
+            if earlier:
+                row["earlier_ratios"] = [*earlier.get("earlier_ratios", []), earlier["ratio"]][-4:]
         result["scaling"] = rows
     if "load" in args.parts:
         with postgres_databases("hv_speed_load") as new_database:

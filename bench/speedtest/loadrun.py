@@ -44,7 +44,8 @@ def run(
     report = json.loads(out.read_text())
     create = report["latency_by_op"].get("create", {})
     return {
-        "command": "bench/load.py " + " ".join(command[2:]).replace(database_url, "<fresh PG db>"),
+        "command": "bench/load.py "
+        + " ".join(command[2:]).replace(database_url, "<fresh PG db>").replace(str(ROOT) + "/", ""),
         "exit_code": finished.returncode,
         "report": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
         "ok": report["ok"],

@@ -93,11 +93,13 @@ def _scaling(rows: list[dict[str, Any]] | None) -> list[str]:
         "machine's load than latency.",
         "",
         "| database | request | small | large | p50 small / large ms | ratio (per round) "
-        "| ≤ 1.5×? | server CPU ms small / large | its cancel: p50 small / large ms, ratio |",
-        "|---|---|---|---|---:|---:|:--:|---:|---:|",
+        "| ≤ 1.5×? | earlier runs' ratios | server CPU ms small / large "
+        "| its cancel: p50 small / large ms, ratio |",
+        "|---|---|---|---|---:|---:|:--:|---:|---:|---:|",
     ]
     for row in rows:
         small, large = row["small"], row["large"]
+        previous = ", ".join(f"{r:.2f}" for r in row.get("earlier_ratios", [])) or "–"
         cancel = "–"
         if small.get("cancel_p50_ms") and large.get("cancel_p50_ms"):
             cancel = (
@@ -109,7 +111,7 @@ def _scaling(rows: list[dict[str, Any]] | None) -> list[str]:
             f"| {small['p50_ms']:.1f} / {large['p50_ms']:.1f} "
             f"| {row['ratio']:.2f} ({row['ratio_per_round']['min']:.2f}–"
             f"{row['ratio_per_round']['max']:.2f}) "
-            f"| {'yes' if row['within_target'] else 'no'} "
+            f"| {'yes' if row['within_target'] else 'no'} | {previous} "
             f"| {small['server_cpu_ms']:.1f} / {large['server_cpu_ms']:.1f} | {cancel} |"
         )
     return lines + [""]
