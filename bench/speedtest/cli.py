@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = (
         json.loads(previous.read_text()) if previous.exists() and not args.smoke else {}
     )
+    result.pop("notes", None)  # a reading of earlier numbers; written by hand after a run
     began = time.monotonic()
     result |= {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),

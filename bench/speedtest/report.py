@@ -33,6 +33,8 @@ def _markdown(result: dict[str, Any]) -> list[str]:
         "with processes other than the benchmark and its servers during the rounds.",
         "",
     ]
+    if result.get("notes"):
+        lines += ["## What the numbers say", "", *[f"- {note}" for note in result["notes"]], ""]
     lines += _versus(result.get("versus_seed"))
     if result.get("versus_seed_sustained"):
         lines += _versus(result["versus_seed_sustained"])
