@@ -2,6 +2,7 @@
 load harness on PostgreSQL, and where a create's time goes.
 
     .venv/bin/python bench/speed.py --seed-dir /tmp/seed --seed-python /tmp/seed-venv/bin/python
+    .venv/bin/python bench/speed.py --parts seed --seed-mode sustained --seed-dir ... (as above)
     .venv/bin/python bench/speed.py --parts scaling,profile   # any subset, merged into results
     .venv/bin/python bench/speed.py --smoke --out /tmp/s      # seconds, for the test suite
 
@@ -9,7 +10,8 @@ Parts (each table in bench/results/speed.md, all numbers in speed.json, plot spe
   passes   `scheduler.run_pass` alone, 1,000 running and 100 ... 100,000 pending.
   seed     side by side with the original seed service, one uvicorn process each on its
            own SQLite file, the same client code at 8 and 32 clients, alternating rounds:
-           creates/s, p50/p99, server CPU per create (`versus`). The seed is not part of
+           creates/s, p50/p99, server CPU per create (`versus`); `--seed-mode fresh` (a
+           new cluster per round) or `sustained` (one cluster). The seed is not part of
            this repository: pass a checkout and the interpreter of a virtualenv that has its
            requirements; it needs the local Redis on 6379, as its code says.
   scaling  one client, Hypervisor only: create at 10 vs 5,000 running and at 100 vs 10,000
