@@ -23,31 +23,22 @@ from starlette.exceptions import HTTPException
 
 import middleware
 import services
+import ui
 from database import make_engine, make_session_factory, migrate
 from middleware import is_retryable
-from routes import clusters, deployments, docs, events, operations, organizations, users
+from routes import (
+    clusters,
+    deployments,
+    docs,
+    events,
+    operations,
+    organizations,
+    status_of,
+    users,
+)
 from utils import Settings, configure_logging, get_settings, signing_key, use_settings
 
 logger = logging.getLogger(__name__)
-
-STATUS_OF_ERROR: dict[type[services.DomainError], int] = {
-    services.BadRequest: 400,
-    services.Unauthorized: 401,
-    services.Forbidden: 403,
-    services.NotFound: 404,
-    services.Conflict: 409,
-    services.Invalid: 422,
-}
-
-
-def status_of(error: services.DomainError) -> int:
-    """The status code of a domain error: that of the nearest class in its ancestry, so a
-    subclass of `Conflict` is still a 409."""
-    for kind in type(error).__mro__:
-        if kind in STATUS_OF_ERROR:
-            return STATUS_OF_ERROR[kind]
-    return 400
-
 
 DESCRIPTION = """
 Hypervisor shares an organization's fixed CPU / RAM / GPU clusters between its members.
@@ -104,6 +95,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         deployments.router,
         operations.router,
         events.router,
+        ui.router,
     ):
         app.include_router(router)
     # The caller's address, metrics, the body read and bounded, rate limits, the bound on

@@ -43,6 +43,11 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 # `/metrics` is limited only for callers without the operator's token (RateLimitMiddleware).
 UNLIMITED_PATHS = PROBE_PATHS | {"/docs", "/docs/oauth2-redirect", "/openapi.json"}
 LOGIN_PATH = "/user/login"
+# The dashboard's login form gets the same per-username and failed-login limits as the API's.
+LOGIN_PATHS = frozenset({LOGIN_PATH, "/ui/login"})
+# The dashboard's session cookie holds an access token: it names the caller for the rate
+# limit as a bearer token does (`ui/session.py` sets it).
+SESSION_COOKIE = "hv_session"
 METRICS_PATH = "/metrics"
 
 # The whole body must arrive within this time of the headers, else 408 (SPEC §2: slow
@@ -124,8 +129,14 @@ class ClientAddressMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
         if scope["type"] in ("http", "websocket") and self.trusted and client:
-            forwarded = Headers(scope=scope).getlist("x-forwarded-for")
+            headers = Headers(scope=scope)
+            forwarded = headers.getlist("x-forwarded-for")
             scope["client"] = (client_address(client[0], forwarded, self.trusted), client[1])
+            # A TLS-terminating proxy says the request was https: the dashboard's cookie is
+            # then marked Secure. Believed from a trusted proxy only, like the address.
+            proto = headers.get("x-forwarded-proto", "").strip().lower()
+            if proto in ("http", "https") and _is_trusted(_address(client[0]), self.trusted):
+                scope["scheme"] = proto if scope["type"] == "http" else proto.replace("http", "ws")
         await self.app(scope, receive, send)
 
 
@@ -330,7 +341,7 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or path in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
-        if path == LOGIN_PATH and scope["method"] == "POST":
+        if path in LOGIN_PATHS and scope["method"] == "POST":
             await self._login(scope, receive, send)
             return
         if path == METRICS_PATH:
@@ -373,7 +384,11 @@ class RateLimitMiddleware:
     def _caller(self, scope: Scope) -> str:
         authorization = Headers(scope=scope).get("authorization", "")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token:
+        if scheme.lower() != "bearer":
+            token = ""
+            if scope.get("path", "").startswith("/ui/"):
+                token = Request(scope).cookies.get(SESSION_COOKIE, "")
+        if token:
             user_id = user_id_from_token(token, self.settings)
             if user_id is not None:
                 return f"user:{user_id}"

@@ -53,6 +53,26 @@ ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
+# The one mapping of domain errors to status codes: the API's error handler (`main.py`)
+# and the dashboard's pages (`ui/`) answer a refusal with the same code.
+STATUS_OF_ERROR: dict[type[services.DomainError], int] = {
+    services.BadRequest: 400,
+    services.Unauthorized: 401,
+    services.Forbidden: 403,
+    services.NotFound: 404,
+    services.Conflict: 409,
+    services.Invalid: 422,
+}
+
+
+def status_of(error: services.DomainError) -> int:
+    """The status code of a domain error: that of the nearest class in its ancestry, so a
+    subclass of `Conflict` is still a 409."""
+    for kind in type(error).__mro__:
+        if kind in STATUS_OF_ERROR:
+            return STATUS_OF_ERROR[kind]
+    return 400
+
 
 def get_current_user(
     request: Request, settings: SettingsDep, token: Annotated[str, Depends(oauth2_scheme)]

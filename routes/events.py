@@ -89,7 +89,7 @@ def read_events(
         return services.read_events(session, feed, after, limit)
     start = last_event_id if last_event_id is not None else after
     follower = services.EventFollower(feed, start)
-    stream = _event_stream(request.app, follower)
+    stream = event_stream(request.app, follower)
     return StreamingResponse(stream, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
@@ -125,9 +125,11 @@ def _stopping(app: Starlette) -> threading.Event:
     return stopping
 
 
-async def _event_stream(app: Starlette, follower: services.EventFollower) -> AsyncIterator[str]:
-    """Poll, emit, wait; until the client goes (the response is then cancelled), the
-    reader is no longer a member, or the app stops. Polls run in worker threads."""
+async def event_stream(app: Starlette, follower: services.EventFollower) -> AsyncIterator[str]:
+    """A follower's events as Server-Sent Events (the dashboard's stream uses it too).
+
+    Poll, emit, wait; until the client goes (the response is then cancelled), the reader is
+    no longer a member, or the app stops. Polls run in worker threads."""
     session_factory = app.state.session_factory
     stopping = _stopping(app)
     quiet_since = time.monotonic()
