@@ -653,3 +653,35 @@ def test_the_login_forms_attempts_count_against_the_username_like_the_apis(
 
         assert wrong == [401, 401]
         assert someone.log_in().status_code == 429
+
+
+# --- the timeline's drawing ---------------------------------------------------------------
+
+
+def test_a_timeline_drawing_puts_each_run_in_its_row_and_marks_where_a_preemption_ended_it() -> (
+    None
+):
+    from datetime import UTC, datetime, timedelta
+
+    from services.dashboard import Run, Timeline
+    from ui.timeline import LABEL_WIDTH, WIDTH, draw
+
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    at = [start + timedelta(seconds=s) for s in (0, 40, 60, 100)]
+    runs = [
+        Run(1, "train", 1, at[0], at[1], "preempted", "preempted by deployment 2"),
+        Run(2, "urgent", 9, at[1], at[2], "completed", "completed"),
+        Run(1, "train", 1, at[2], None, "running", "running"),
+    ]
+
+    drawing = draw(Timeline(start=at[0], end=at[3], runs=runs))
+
+    assert [row.label for row in drawing.rows] == ["#1 train · p1", "#2 urgent · p9"]
+    first, second, again = drawing.bars
+    assert first.y == again.y != second.y  # one row per deployment
+    assert first.x == LABEL_WIDTH and again.x + again.width == drawing.now_x <= WIDTH
+    assert first.x < first.x + first.width == second.x < again.x  # in time order
+    (mark,) = drawing.marks
+    assert mark.x == first.x + first.width and "preempted by deployment 2" in mark.title
+    assert all(LABEL_WIDTH <= tick.x <= WIDTH for tick in drawing.ticks)
+    assert [tick.label for tick in drawing.ticks if tick.label][:2] == ["09:00:00", "09:00:30"]

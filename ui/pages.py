@@ -30,6 +30,7 @@ from models import User
 from routes import get_current_user, status_of
 from routes.events import STREAM_HEADERS, event_stream
 from services import dashboard
+from ui import forms
 from ui import session as cookies
 from ui.timeline import draw
 from utils import Settings, create_access_token, get_settings, utcnow
@@ -51,7 +52,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{2,62}")
-WHOLE_NUMBER = re.compile(r"[0-9]{1,19}")
+WHOLE_NUMBER = forms.WHOLE_NUMBER
 FORGED = (
     "this form did not come from your dashboard session (a missing or wrong CSRF token); "
     "reload the page and try again"
@@ -217,11 +218,13 @@ def static(name: str) -> Response:
 
 @router.get("")
 def root() -> Response:
+    """/ui is the organizations page at /ui/."""
     return RedirectResponse("/ui/", status_code=307)
 
 
 @router.get("/login")
 def login_form(request: Request, next: str = "/ui/") -> Response:
+    """The login form; someone already logged in goes straight on."""
     if _user(request) is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
     return _login_page(request, _safe_next(next))
@@ -273,6 +276,7 @@ def login(
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    """End the session (clear its cookie); the token itself lives until its expiry."""
     user = _user(request)
     if user is not None and not _csrf_ok(request, csrf_token, get_settings()):
         return _forged(request, user)
@@ -300,6 +304,7 @@ def home(request: Request) -> Response:
 
 @router.get("/orgs/{org_name}")
 def organization(request: Request, org_name: str) -> Response:
+    """One organization's clusters and their capacity."""
     user = _user(request)
     if user is None:
         return _to_login(request)
@@ -391,61 +396,6 @@ def cluster_stream(
     return StreamingResponse(stream, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
-class FormError(Exception):
-    """A form field that cannot be read as what it must be."""
-
-
-def _whole(value: str, label: str, default: int | None = 0) -> int | None:
-    text = value.strip()
-    if not text:
-        return default
-    if not WHOLE_NUMBER.fullmatch(text):
-        raise FormError(f"{label} must be a whole number, not '{text[:20]}'")
-    return int(text)
-
-
-def _deployment_body(org_name: str, cluster_name: str, form: dict[str, str]) -> Any:
-    """The API's create body from the form's fields; its validation is the API's."""
-    depends_on = []
-    for part in re.split(r"[\s,]+", form["depends_on"].strip()):
-        if part:
-            depends_on.append(_whole(part.lstrip("#"), "each dependency"))
-    body = {
-        "cluster_name": cluster_name,
-        "organization_name": org_name,
-        "docker_image": form["docker_image"].strip(),
-        "required_cpu": _whole(form["cpu"], "cpu"),
-        "required_ram": _whole(form["ram"], "ram"),
-        "required_gpu": _whole(form["gpu"], "gpu"),
-        "priority": _whole(form["priority"], "priority"),
-        "name": form["name"].strip() or None,
-        "depends_on": depends_on,
-        "duration_seconds": _whole(form["duration"], "duration", None),
-    }
-    return schemas.DeploymentCreate.model_validate(body)
-
-
-LABELS = {
-    "docker_image": "image",
-    "required_cpu": "cpu",
-    "required_ram": "ram",
-    "required_gpu": "gpu",
-    "duration_seconds": "duration",
-    "depends_on": "dependencies",
-}
-
-
-def _validation_message(error: ValidationError) -> str:
-    """Each problem of the form in words: "gpu: Input should be less than or equal to ..."."""
-    problems = []
-    for issue in error.errors()[:10]:
-        field = next((str(part) for part in issue["loc"] if isinstance(part, str)), "")
-        label = LABELS.get(field, field)
-        message = str(issue["msg"]).removeprefix("Value error, ")
-        problems.append(f"{label}: {message}" if label else message)
-    return "; ".join(problems)
-
-
 @router.post("/orgs/{org_name}/clusters/{cluster_name}/deployments")
 def submit(
     request: Request,
@@ -487,11 +437,11 @@ def submit(
         )
 
     try:
-        body = _deployment_body(org_name, cluster_name, form)
-    except FormError as error:
+        body = forms.deployment_body(org_name, cluster_name, form)
+    except forms.FormError as error:
         return again(422, error=str(error))
     except ValidationError as error:
-        return again(422, error=_validation_message(error))
+        return again(422, error=forms.validation_message(error))
     try:
         # A transaction of its own: a refusal rolls back whatever the service had begun.
         with services.transaction(_factory(request)) as session:
@@ -545,6 +495,7 @@ def deployment(request: Request, deployment_id: str) -> Response:
 def cancel(
     request: Request, deployment_id: str, csrf_token: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
+    """Cancel a deployment (developers and admins), then show its page again."""
     user = _user(request)
     if user is None:
         return _to_login(request)
