@@ -13,6 +13,7 @@
   var timer = null;
   var busy = false;
   var again = false;
+  var fetchedAt = 0;
 
   function show(state, text) {
     if (status) {
@@ -27,6 +28,7 @@
       return;
     }
     busy = true;
+    fetchedAt = Date.now();
     fetch(live.dataset.liveUrl, { credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
         if (response.status === 401) {
@@ -56,13 +58,15 @@
       });
   }
 
-  // A burst of events (a pass that starts ten deployments) is one refetch.
+  // A burst of events (a pass that starts ten deployments) is one refetch, and a busy
+  // cluster is refetched at most once a second (well within the rate limit).
   function soon() {
     if (timer === null) {
+      var wait = Math.max(150, 1000 - (Date.now() - fetchedAt));
       timer = window.setTimeout(function () {
         timer = null;
         refresh();
-      }, 150);
+      }, wait);
     }
   }
 
