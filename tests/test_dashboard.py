@@ -685,3 +685,15 @@ def test_a_timeline_drawing_puts_each_run_in_its_row_and_marks_where_a_preemptio
     assert mark.x == first.x + first.width and "preempted by deployment 2" in mark.title
     assert all(LABEL_WIDTH <= tick.x <= WIDTH for tick in drawing.ticks)
     assert [tick.label for tick in drawing.ticks if tick.label][:2] == ["09:00:00", "09:00:30"]
+
+
+def test_a_form_posted_without_a_session_leads_back_to_its_page_after_login(org: Org) -> None:
+    deployment = org.deploy(required_gpu=1)
+    stranger = org.admin.browser
+
+    created = stranger.post(org.url + "/deployments", data={**FORM, "action": "create"})
+    cancelled = stranger.post(f"/ui/deployments/{deployment['id']}/cancel", data={})
+
+    assert created.headers["location"] == f"/ui/login?next={org.url}"
+    assert cancelled.headers["location"] == f"/ui/login?next=/ui/deployments/{deployment['id']}"
+    assert len(org.deployments()) == 1 and org.status_of(deployment) == "running"

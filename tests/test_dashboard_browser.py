@@ -205,7 +205,9 @@ def test_a_forged_form_post_changes_nothing(
 
     # The page's own form with its token replaced: refused with 403.
     page.locator("input[name=docker_image]").fill("ghcr.io/acme/train:1.0")
-    page.evaluate("document.querySelector('form.deploy-form input[name=csrf_token]').value = 'forged'")
+    page.evaluate(
+        "document.querySelector('form.deploy-form input[name=csrf_token]').value = 'forged'"
+    )
     with page.expect_navigation():
         page.locator("button[value=create]").click()
     refused = page.locator("p.error").inner_text()

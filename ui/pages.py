@@ -142,9 +142,10 @@ def _user(request: Request) -> User | None:
         return None
 
 
-def _to_login(request: Request) -> Response:
-    """Back to the login form, which returns here afterwards."""
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+def _to_login(request: Request, back: str | None = None) -> Response:
+    """Back to the login form, which returns here afterwards (to `back` after a form's
+    post: the page the form was on)."""
+    target = back or request.url.path + (f"?{request.url.query}" if request.url.query else "")
     response = RedirectResponse(f"/ui/login?next={quote(target)}", status_code=303)
     cookies.end_session(request, response)  # an expired or unknown token is no session
     return response
@@ -415,7 +416,7 @@ def submit(
     """Create a deployment, or preview what a create would do (nothing is stored)."""
     user = _user(request)
     if user is None:
-        return _to_login(request)
+        return _to_login(request, request.url.path.removesuffix("/deployments"))
     if not _csrf_ok(request, csrf_token, get_settings()):
         return _forged(request, user)
     if _name_or_none(org_name) is None or _name_or_none(cluster_name) is None:
@@ -498,7 +499,7 @@ def cancel(
     """Cancel a deployment (developers and admins), then show its page again."""
     user = _user(request)
     if user is None:
-        return _to_login(request)
+        return _to_login(request, request.url.path.removesuffix("/cancel"))
     if not _csrf_ok(request, csrf_token, get_settings()):
         return _forged(request, user)
     number = _deployment_id(deployment_id)
