@@ -697,3 +697,13 @@ def test_a_form_posted_without_a_session_leads_back_to_its_page_after_login(org:
     assert created.headers["location"] == f"/ui/login?next={org.url}"
     assert cancelled.headers["location"] == f"/ui/login?next=/ui/deployments/{deployment['id']}"
     assert len(org.deployments()) == 1 and org.status_of(deployment) == "running"
+
+
+def test_an_overlong_field_is_a_readable_refusal_not_a_bare_422(org: Org) -> None:
+    org.admin.log_in()
+
+    answer = org.admin.submit(org.url, {**FORM, "name": "n" * 5000, "action": "create"})
+
+    assert answer.status_code == 422
+    assert "name: String should have at most 63 characters" in answer.text
+    assert org.deployments() == []

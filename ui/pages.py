@@ -253,10 +253,10 @@ def _login_page(
 @router.post("/login")
 def login(
     request: Request,
-    username: Annotated[str, Form(max_length=1000)] = "",
-    password: Annotated[str, Form(max_length=1000)] = "",
-    csrf_token: Annotated[str, Form(max_length=200)] = "",
-    next: Annotated[str, Form(max_length=2000)] = "/ui/",
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/ui/",
 ) -> Response:
     """Check the credentials with the service POST /user/login uses; start a session."""
     settings = get_settings()
@@ -276,7 +276,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
     """End the session (clear its cookie); the token itself lives until its expiry."""
     user = _user(request)
     if user is not None and not _csrf_ok(request, csrf_token, get_settings()):
@@ -402,16 +402,16 @@ def submit(
     request: Request,
     org_name: str,
     cluster_name: str,
-    action: Annotated[str, Form(max_length=20)] = "create",
-    csrf_token: Annotated[str, Form(max_length=200)] = "",
-    name: Annotated[str, Form(max_length=200)] = "",
-    docker_image: Annotated[str, Form(max_length=1000)] = "",
-    cpu: Annotated[str, Form(max_length=40)] = "",
-    ram: Annotated[str, Form(max_length=40)] = "",
-    gpu: Annotated[str, Form(max_length=40)] = "",
-    priority: Annotated[str, Form(max_length=40)] = "",
-    duration: Annotated[str, Form(max_length=40)] = "",
-    depends_on: Annotated[str, Form(max_length=2000)] = "",
+    action: Annotated[str, Form()] = "create",
+    csrf_token: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    docker_image: Annotated[str, Form()] = "",
+    cpu: Annotated[str, Form()] = "",
+    ram: Annotated[str, Form()] = "",
+    gpu: Annotated[str, Form()] = "",
+    priority: Annotated[str, Form()] = "",
+    duration: Annotated[str, Form()] = "",
+    depends_on: Annotated[str, Form()] = "",
 ) -> Response:
     """Create a deployment, or preview what a create would do (nothing is stored)."""
     user = _user(request)
@@ -494,7 +494,7 @@ def deployment(request: Request, deployment_id: str) -> Response:
 
 @router.post("/deployments/{deployment_id}/cancel")
 def cancel(
-    request: Request, deployment_id: str, csrf_token: Annotated[str, Form(max_length=200)] = ""
+    request: Request, deployment_id: str, csrf_token: Annotated[str, Form()] = ""
 ) -> Response:
     """Cancel a deployment (developers and admins), then show its page again."""
     user = _user(request)
