@@ -598,8 +598,9 @@ def test_the_timeline_marks_a_preemption_once_one_happens(org: Org, clock: Any) 
     clock.advance(30)
     after = org.admin.page(org.url)
 
-    timeline = after[after.index('id="timeline"') :]
-    assert timeline.count('class="preemption"') == 1
+    timeline = after[after.index('id="timeline"') : after.index('id="timeline-compact"')]
+    compact = after[after.index('id="timeline-compact"') :]
+    assert timeline.count('class="preemption"') == compact.count('class="preemption"') == 1
     assert f"#{victim['id']} preempted by deployment {urgent['id']}" in timeline
     assert 'class="run run-preempted"' in timeline
     assert 'class="run run-running"' in timeline  # the urgent one, still running
@@ -664,7 +665,7 @@ def test_a_timeline_drawing_puts_each_run_in_its_row_and_marks_where_a_preemptio
     from datetime import UTC, datetime, timedelta
 
     from services.dashboard import Run, Timeline
-    from ui.timeline import LABEL_WIDTH, WIDTH, draw
+    from ui.timeline import COMPACT, LABEL_WIDTH, WIDTH, draw
 
     start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     at = [start + timedelta(seconds=s) for s in (0, 40, 60, 100)]
@@ -685,6 +686,12 @@ def test_a_timeline_drawing_puts_each_run_in_its_row_and_marks_where_a_preemptio
     assert mark.x == first.x + first.width and "preempted by deployment 2" in mark.title
     assert all(LABEL_WIDTH <= tick.x <= WIDTH for tick in drawing.ticks)
     assert [tick.label for tick in drawing.ticks if tick.label][:2] == ["09:00:00", "09:00:30"]
+
+    compact = draw(Timeline(start=at[0], end=at[3], runs=runs), COMPACT)
+    assert compact.width < drawing.width
+    for row, bar in zip(compact.rows, compact.bars[:2], strict=True):
+        assert row.label_y < bar.y  # each label above its own bar, not beside it
+    assert compact.marks[0].x == compact.bars[0].x + compact.bars[0].width
 
 
 def test_a_form_posted_without_a_session_leads_back_to_its_page_after_login(org: Org) -> None:

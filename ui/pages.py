@@ -32,7 +32,7 @@ from routes.events import STREAM_HEADERS, event_stream
 from services import dashboard
 from ui import forms
 from ui import session as cookies
-from ui.timeline import draw
+from ui.timeline import COMPACT, WIDE, draw
 from utils import Settings, create_access_token, get_settings, utcnow
 
 HERE = Path(__file__).resolve().parent
@@ -325,7 +325,11 @@ def organization(request: Request, org_name: str) -> Response:
 def _cluster_context(request: Request, user: User, org_name: str, cluster_name: str) -> Any:
     with _reading(request) as session:
         page = dashboard.cluster_page(session, user, org_name, cluster_name, utcnow())
-    return {"page": page, "drawing": draw(page.timeline)}
+    return {
+        "page": page,
+        "drawing": draw(page.timeline, WIDE),
+        "compact": draw(page.timeline, COMPACT),
+    }
 
 
 def _cluster_page(

@@ -1,5 +1,9 @@
 """The geometry of a cluster's timeline: one row per deployment, one bar per run, a mark
 where a run was preempted, and a time axis, in the SVG's own units (the template draws it).
+
+Two layouts of the same runs: `WIDE` (labels in a column on the left) for a laptop, and
+`COMPACT` (each label above its row, a narrower drawing) for a phone, where the wide one
+would shrink its text below reading size; the stylesheet shows one of them.
 """
 
 from __future__ import annotations
@@ -9,11 +13,21 @@ from datetime import UTC, datetime, timedelta
 
 from services.dashboard import Timeline
 
-WIDTH = 1000
-LABEL_WIDTH = 170
-ROW_HEIGHT = 24
 BAR_HEIGHT = 14
 AXIS_HEIGHT = 26
+
+
+@dataclass(frozen=True)
+class Layout:
+    width: int
+    label_width: int  # 0: each label is drawn above its bar instead
+    row_height: int
+    ticks: int  # about this many ticks on the time axis
+
+
+WIDE = Layout(width=1000, label_width=170, row_height=24, ticks=6)
+COMPACT = Layout(width=400, label_width=0, row_height=36, ticks=3)
+WIDTH, LABEL_WIDTH = WIDE.width, WIDE.label_width
 # A short window is drawn at least this wide, so a few seconds of runs still read as bars.
 MIN_SPAN_SECONDS = 10.0
 TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -21,7 +35,8 @@ TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 216
 
 @dataclass(frozen=True)
 class Row:
-    y: float
+    y: float  # the top of the row; its label's baseline is `label_y`
+    label_y: float
     deployment_id: int
     label: str
 
@@ -62,27 +77,32 @@ class TimelineDrawing:
     now_x: float
 
 
-def draw(timeline: Timeline) -> TimelineDrawing:
+def draw(timeline: Timeline, layout: Layout = WIDE) -> TimelineDrawing:
     """Where everything of the timeline goes, the latest moment (now) at the right edge."""
     end = timeline.end
     span = max((end - timeline.start).total_seconds(), MIN_SPAN_SECONDS)
     start = end - timedelta(seconds=span)
-    plot = WIDTH - LABEL_WIDTH - 30  # room for the last label
+    left_edge = layout.label_width or 4
+    plot = layout.width - left_edge - 30  # room for the last tick's label
 
     def x_of(moment: datetime) -> float:
         seconds = (moment - start).total_seconds()
-        return round(LABEL_WIDTH + plot * min(max(seconds / span, 0.0), 1.0), 1)
+        return round(left_edge + plot * min(max(seconds / span, 0.0), 1.0), 1)
 
+    above = layout.label_width == 0
+    height_of_row = layout.row_height
+    bar_offset = height_of_row - BAR_HEIGHT - 4 if above else (height_of_row - BAR_HEIGHT) / 2
     names = {run.deployment_id: run for run in timeline.runs}
     rows = [
         Row(
-            y=index * ROW_HEIGHT,
+            y=index * height_of_row,
+            label_y=index * height_of_row + (12 if above else 16),
             deployment_id=deployment_id,
             label=_label(deployment_id, names[deployment_id].name, names[deployment_id].priority),
         )
         for index, deployment_id in enumerate(timeline.deployment_ids())
     ]
-    y_of = {row.deployment_id: row.y + (ROW_HEIGHT - BAR_HEIGHT) / 2 for row in rows}
+    y_of = {row.deployment_id: row.y + bar_offset for row in rows}
     bars: list[Bar] = []
     marks: list[Mark] = []
     for run in timeline.runs:
@@ -94,13 +114,17 @@ def draw(timeline: Timeline) -> TimelineDrawing:
         bars.append(Bar(left, y, max(right - left, 2.0), run.outcome, title))
         if run.outcome == "preempted":
             marks.append(Mark(right, y + BAR_HEIGHT / 2, f"#{run.deployment_id} {run.message}"))
-    height = len(rows) * ROW_HEIGHT + AXIS_HEIGHT
-    # A label centred on a tick near the right edge would be cut off: those go unlabelled.
+    height = len(rows) * height_of_row + AXIS_HEIGHT
+    # A label centred on a tick near an edge would be cut off: those go unlabelled.
     ticks = [
-        Tick(x, label if x <= WIDTH - 30 else "")
-        for x, label in ((x_of(moment), label) for moment, label in _ticks(start, end, span))
+        Tick(x, label if 25 <= x <= layout.width - 30 else "")
+        for x, label in (
+            (x_of(moment), label) for moment, label in _ticks(start, end, span, layout.ticks)
+        )
     ]
-    return TimelineDrawing(WIDTH, height, LABEL_WIDTH, rows, bars, marks, ticks, x_of(end))
+    return TimelineDrawing(
+        layout.width, height, layout.label_width, rows, bars, marks, ticks, x_of(end)
+    )
 
 
 def _label(deployment_id: int, name: str | None, priority: int) -> str:
@@ -110,9 +134,9 @@ def _label(deployment_id: int, name: str | None, priority: int) -> str:
     return f"{text} · p{priority}"
 
 
-def _ticks(start: datetime, end: datetime, span: float) -> list[tuple[datetime, str]]:
-    """Round moments about every sixth of the span, labelled in UTC."""
-    step = next((s for s in TICK_STEPS if span / s <= 6), TICK_STEPS[-1])
+def _ticks(start: datetime, end: datetime, span: float, count: int) -> list[tuple[datetime, str]]:
+    """Round moments about every `count`th of the span, labelled in UTC."""
+    step = next((s for s in TICK_STEPS if span / s <= count), TICK_STEPS[-1])
     first = datetime.fromtimestamp(-(-start.timestamp() // step) * step, UTC)
     ticks = []
     moment = first
