@@ -714,3 +714,34 @@ def test_an_overlong_field_is_a_readable_refusal_not_a_bare_422(org: Org) -> Non
     assert answer.status_code == 422
     assert "name: String should have at most 63 characters" in answer.text
     assert org.deployments() == []
+
+
+@pytest.mark.parametrize(
+    "field", ["name", "docker_image", "cpu", "priority", "duration", "depends_on", "action"]
+)
+def test_hostile_form_values_are_refused_readably_never_a_500(org: Org, field: str) -> None:
+    org.admin.log_in()
+
+    for value in (
+        "\x00",
+        "a\x00b",
+        "\udcff".encode("utf-8", "surrogatepass").decode("latin-1"),
+        "9" * 40,
+        "-1",
+        "１２",
+    ):
+        answer = org.admin.submit(org.url, {**FORM, field: value, "action": "create"})
+        assert answer.status_code in (303, 422), (field, value, answer.status_code)
+
+    if field in ("cpu", "priority", "duration", "depends_on"):  # none is a whole number
+        assert org.deployments() == []
+
+
+def test_hostile_login_values_are_a_401_never_a_500(org: Org) -> None:
+    for username, password in (("a\x00b", PASSWORD), (org.admin.username, "\x00" * 10), ("", "")):
+        form = org.admin.browser.get("/ui/login")
+        answer = org.admin.browser.post(
+            "/ui/login",
+            data={"username": username, "password": password, "csrf_token": csrf_of(form)},
+        )
+        assert answer.status_code == 401, (username, password)

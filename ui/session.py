@@ -47,7 +47,7 @@ def start_session(request: Request, response: Response, token: str, expires_in: 
         httponly=True,
         samesite="strict",
     )
-    response.delete_cookie(LOGIN_COOKIE, path=LOGIN_COOKIE_PATH)
+    response.delete_cookie(LOGIN_COOKIE, path=LOGIN_COOKIE_PATH, httponly=True, samesite="strict")
 
 
 def end_session(request: Request, response: Response) -> None:
