@@ -32,10 +32,12 @@ class HvError(Exception):
 class ApiError(HvError):
     """The API refused: its status code and its `detail`."""
 
-    def __init__(self, status_code: int, detail: Any, retry_after: str | None = None) -> None:
+    def __init__(
+        self, status_code: int, detail: Any, retry_after: str | None = None, token_sent: bool = True
+    ) -> None:
         self.status_code = status_code
         self.detail = detail
-        super().__init__(describe_refusal(status_code, detail, retry_after))
+        super().__init__(describe_refusal(status_code, detail, retry_after, token_sent))
 
 
 class Unreachable(HvError):
@@ -51,7 +53,9 @@ class NotLoggedIn(HvError):
         super().__init__(f"not logged in to {url}: run `hv login` (or set HV_TOKEN)")
 
 
-def describe_refusal(status_code: int, detail: Any, retry_after: str | None = None) -> str:
+def describe_refusal(
+    status_code: int, detail: Any, retry_after: str | None = None, token_sent: bool = True
+) -> str:
     """The API's `detail` for a person: a sentence as it is, a validation list one
     problem per line (`field: message`), plus what to do where that is clear."""
     if isinstance(detail, list):
@@ -70,8 +74,8 @@ def describe_refusal(status_code: int, detail: Any, retry_after: str | None = No
         message = f"the server answered {status_code}"
     else:
         message = str(detail)
-    if status_code == 401:
-        message += " (run `hv login`)"
+    if status_code == 401 and token_sent:
+        message += " (run `hv login`)"  # the token expired or is not this server's
     elif status_code == 429 and retry_after:
         message += f" (retry after {retry_after} s)"
     return message
@@ -135,7 +139,7 @@ class Api:
             raise Unreachable(self.url, _reason(error)) from None
         if response.is_success:
             return response.json() if response.content else None
-        raise _refusal(response)
+        raise _refusal(response, bool(self.token))
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
@@ -145,14 +149,18 @@ class Api:
 
     def events(self, org: str, after: int = 0, **filters: Any) -> Iterator[dict[str, Any]]:
         """The organization's events live, from after `after`, forever: each as the JSON
-        object of its `data:` line. A dropped or silent connection is reopened with
-        `Last-Event-ID`, so nothing is missed or repeated; a refusal (401, 404) is raised,
-        and so is a server that stays unreachable for RECONNECT_FOR_SECONDS."""
+        object of its `data:` line.
+
+        A stream that ends (a server restarting), breaks or falls silent is reopened with
+        `Last-Event-ID`, so nothing is missed or repeated; so is one refused for a passing
+        reason (5xx, 429) once it had connected. A refusal that stays (401, 404), a first
+        connection that fails, or a server gone for RECONNECT_FOR_SECONDS is raised."""
         last = after
         connected = False
         failing_since: float | None = None
         timeout = httpx.Timeout(TIMEOUT_SECONDS, read=STREAM_READ_TIMEOUT_SECONDS)
         while True:
+            failure: HvError | None = None
             try:
                 with self._client.sse(
                     f"/organization/{org}/events",
@@ -161,27 +169,35 @@ class Api:
                     timeout=timeout,
                 ) as source:
                     response = source.response
-                    if not response.is_success:
+                    if response.is_success:
+                        connected, failing_since = True, None
+                        for frame in source:
+                            if frame.data:
+                                event = json.loads(frame.data)
+                                last = int(event["id"])
+                                yield event
+                    else:
                         response.read()
-                        raise _refusal(response)
-                    connected, failing_since = True, None
-                    for frame in source:
-                        if not frame.data:
-                            continue
-                        event = json.loads(frame.data)
-                        last = int(event["id"])
-                        yield event
+                        failure = _refusal(response, bool(self.token))
+                        if not connected or not _passing(response.status_code):
+                            raise failure
             except httpx.SSEError as error:
                 raise HvError(f"{self.url} did not answer with an event stream: {error}") from None
             except httpx.TransportError as error:
+                failure = Unreachable(self.url, _reason(error))
                 if not connected:
-                    raise Unreachable(self.url, _reason(error)) from None
+                    raise failure from None
+            if failure is not None:
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
                 if now - failing_since >= RECONNECT_FOR_SECONDS:
-                    raise Unreachable(self.url, _reason(error)) from None
-            # The stream ended (a server restart) or broke: reopen it after a short pause.
+                    raise failure
             time.sleep(0.5)
+
+
+def _passing(status_code: int) -> bool:
+    """A refusal worth retrying: the server is overloaded, restarting or rate limiting."""
+    return status_code == 429 or status_code >= 500
 
 
 def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -191,7 +207,7 @@ def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {key: value for key, value in params.items() if value is not None}
 
 
-def _refusal(response: httpx.Response) -> ApiError:
+def _refusal(response: httpx.Response, token_sent: bool) -> ApiError:
     try:
         body = response.json()
     except ValueError:
@@ -200,4 +216,5 @@ def _refusal(response: httpx.Response) -> ApiError:
         detail = body["detail"]
     else:
         detail = f"the server answered {response.status_code} {response.reason_phrase}".strip()
-    return ApiError(response.status_code, detail, response.headers.get("Retry-After"))
+    retry_after = response.headers.get("Retry-After")
+    return ApiError(response.status_code, detail, retry_after, token_sent)

@@ -107,7 +107,11 @@ def _table(*columns: str, title: str | None = None) -> Table:
 
 def queue_table(queue: Json, now: datetime, title: str | None = None) -> Table:
     """A cluster's queue in scheduling order: the columns of SPEC §8."""
-    table = _table("POS", "ID", "NAME", "PRI", "WAITING", "REASON", "EST. START", title=title)
+    table = _table(title=title)
+    for column in ("POS", "ID", "NAME", "PRI", "WAITING"):
+        table.add_column(column, no_wrap=column != "NAME", overflow="fold")
+    table.add_column("REASON", overflow="fold")
+    table.add_column("EST. START", no_wrap=True)
     for entry in queue["queue"]:
         reason = entry["reason"] if entry["eligible"] else f"(not eligible) {entry['reason']}"
         table.add_row(
@@ -143,12 +147,21 @@ def _state(deployment: Json, now: datetime) -> str:
 
 
 def deployments_table(deployments: Iterable[Json], now: datetime) -> Table:
-    table = _table("ID", "NAME", "CLUSTER", "STATUS", "PRI", "CPU/RAM/GPU", "IMAGE", "STATE")
+    """Short columns kept whole; the image and the state (a reason) wrap to fit. The
+    cluster is a column only when there are several."""
+    deployments = list(deployments)
+    several = len({d["cluster_name"] for d in deployments}) > 1
+    table = _table()
+    for column in ("ID", "NAME", *(("CLUSTER",) if several else ()), "STATUS", "PRI"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("CPU/RAM/GPU", no_wrap=True)
+    table.add_column("IMAGE", overflow="fold")
+    table.add_column("STATE", overflow="fold")
     for d in deployments:
         table.add_row(
             str(d["id"]),
             d["name"] or DASH,
-            d["cluster_name"],
+            *((d["cluster_name"],) if several else ()),
             status(d["status"]),
             str(d["priority"]),
             resources(d["required_cpu"], d["required_ram"], d["required_gpu"]),
@@ -207,9 +220,9 @@ def created_summary(d: Json, now: datetime) -> str:
     if d["status"] == "running":
         return f"{head} is running"
     if d["status"] == "pending":
-        start = estimate(d["estimated_start_at"], d["estimate_basis"], now)
         position = d["queue_position"]
-        return f"{head} is pending at position {position}: {d['reason']}; estimated start: {start}"
+        text = f"{head} is pending at position {position}: {d['reason']}"
+        return text + _estimated(d["estimated_start_at"], d["estimate_basis"], now)
     return f"{head} is {d['status']}: {d['reason']}"
 
 
@@ -221,8 +234,14 @@ def preview_summary(p: Json, now: datetime) -> str:
         if preempt:
             text += ", preempting " + ", ".join(str(i) for i in preempt)
         return text
-    start = estimate(p["estimated_start_at"], p["estimate_basis"], now)
-    return f"would wait at position {p['queue_position']}: {p['reason']}; estimated start: {start}"
+    text = f"would wait at position {p['queue_position']}: {p['reason']}"
+    return text + _estimated(p["estimated_start_at"], p["estimate_basis"], now)
+
+
+def _estimated(start: str | None, basis: str | None, now: datetime) -> str:
+    """ "; estimated start: in 4m 10s", or nothing before the forecast has run."""
+    shown = estimate(start, basis, now)
+    return "" if shown == DASH else f"; estimated start: {shown}"
 
 
 def clusters_table(clusters: Iterable[Json]) -> Table:

@@ -32,6 +32,7 @@ from cli.client import Api, ApiError, describe_refusal
 HV = Path(sys.executable).parent / "hv"
 PASSWORD = "correct horse battery"
 BOUND = 15.0  # seconds any wait on a real process may take before the test fails
+SSE_TYPE = {"Content-Type": "text/event-stream"}
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _names = iter(range(1, 10_000))
 
@@ -243,11 +244,8 @@ def test_run_wait_exits_1_when_the_deployment_ends_failed(alice: Person) -> None
     assert waiting.returncode == 1, err
     assert "Traceback" not in out + err
     # JSON Lines: the create's answer, then each event as it came.
-    assert [json.loads(line)["type"] for line in out.splitlines()] == [
-        "created",
-        "started",
-        "failed",
-    ]
+    kinds = [json.loads(line)["type"] for line in out.splitlines()]
+    assert kinds == ["created", "started", "failed"], (out, err)
 
 
 def test_the_apis_refusals_exit_1_with_their_detail(alice: Person, server: LiveServer) -> None:
@@ -518,6 +516,23 @@ def test_the_event_stream_resumes_after_the_last_event_it_saw(
 
     assert seen == [3, 4, 5]
     assert asked == ["2", "4"]  # the reconnect picked up after the last event seen
+
+
+def test_a_stream_refused_for_a_passing_reason_after_it_connected_is_reopened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hv_client.time, "sleep", lambda _seconds: None)
+    answers = iter(
+        [
+            httpx.Response(200, content=b'id: 1\ndata: {"id": 1}\n\n', headers=SSE_TYPE),
+            httpx.Response(503, json={"detail": "restarting"}),
+            httpx.Response(200, content=b'id: 2\ndata: {"id": 2}\n\n', headers=SSE_TYPE),
+        ]
+    )
+
+    with Api("http://h", "t", transport=httpx.MockTransport(lambda _r: next(answers))) as api:
+        events = api.events("acme")
+        assert [next(events)["id"], next(events)["id"]] == [1, 2]
 
 
 def test_an_event_stream_refusal_is_raised_not_retried() -> None:
