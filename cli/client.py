@@ -96,7 +96,9 @@ def _reason(error: httpx.TransportError) -> str:
 class Api:
     """One server and, when logged in, its bearer token."""
 
-    def __init__(self, url: str, token: str = "", transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self, url: str, token: str = "", transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}

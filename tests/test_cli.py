@@ -14,6 +14,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -224,6 +225,21 @@ def test_run_wait_until_done_follows_a_timed_deployment_to_its_end(alice: Person
     assert kinds == ["created", "started", "completed"]
 
 
+def rest_of_output(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """What a process still writes until it exits, read through the same buffered streams
+    that `readline` used (`communicate` would skip what they already buffered)."""
+    assert process.stdout is not None and process.stderr is not None
+    watchdog = threading.Timer(BOUND, process.kill)
+    watchdog.start()
+    try:
+        out = process.stdout.read()
+        err = process.stderr.read()
+        process.wait()
+    finally:
+        watchdog.cancel()
+    return out, err
+
+
 def test_run_wait_exits_1_when_the_deployment_ends_failed(alice: Person) -> None:
     _org, cluster = team(alice)
     waiting = subprocess.Popen(
@@ -239,7 +255,7 @@ def test_run_wait_exits_1_when_the_deployment_ends_failed(alice: Person) -> None
     with alice.api() as api:
         answer = api.post(f"/deployment/{created['id']}/status", json={"status": "failed"})
         assert answer.status_code == 200, answer.text
-    out, err = waiting.communicate(timeout=BOUND)
+    out, err = rest_of_output(waiting)
 
     assert waiting.returncode == 1, err
     assert "Traceback" not in out + err
@@ -339,7 +355,7 @@ def test_events_follow_streams_new_events_until_ctrl_c(alice: Person) -> None:
 
     lines = [follower.stdout.readline(), follower.stdout.readline()]
     follower.send_signal(signal.SIGINT)
-    out, err = follower.communicate(timeout=BOUND)
+    out, err = rest_of_output(follower)
 
     assert f"deployment {created['id']}  created: submitted by {alice.username}" in lines[0]
     assert "started: started" in lines[1]
@@ -352,6 +368,8 @@ class Terminal:
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.master, slave = pty.openpty()
+        # A terminal echoes what is typed unless the program turns echo off, as a password
+        # prompt must.
         self.process = subprocess.Popen(
             argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
         )
@@ -430,6 +448,24 @@ def test_queue_watch_redraws_in_place_as_deployments_arrive_and_ends_on_ctrl_c(
     assert b"\x1b[2J" not in screen.raw
     assert re.search(rb"\x1b\[\d*A", screen.raw)
     assert screen.raw.rstrip().endswith(b"\x1b[?25h") or b"\x1b[?25h" in screen.raw[-200:]
+
+
+def test_login_asks_for_the_password_without_echoing_it(server: LiveServer, tmp_path: Path) -> None:
+    person = Person(server, tmp_path / "config")
+    secret = "correct horse battery"
+    screen = Terminal([str(HV), "login", "--url", server.url, "-u", person.username], person.env)
+    try:
+        screen.read_until("Password: ")
+        os.write(screen.master, (secret + "\n").encode())
+        screen.read_until(f"logged in to {re.escape(server.url)} as {person.username}")
+        code = screen.finish()
+    finally:
+        if screen.process.poll() is None:
+            screen.process.kill()
+
+    assert code == 0
+    assert secret not in screen.text()
+    assert (tmp_path / "config" / "hypervisor" / "credentials.json").exists()
 
 
 # The pure parts.
