@@ -5,6 +5,7 @@ the event stream's resume."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pty
@@ -469,6 +470,22 @@ def test_login_asks_for_the_password_without_echoing_it(server: LiveServer, tmp_
 
 
 # The pure parts.
+
+
+def test_hv_is_a_client_of_the_api_and_imports_nothing_of_the_service() -> None:
+    """STYLE: `cli/` speaks HTTP only, so it works against any replica, never the database."""
+    service = {"main", "routes", "services", "models", "schemas", "database", "scheduler"}
+    service |= {"forecast", "metrics", "middleware", "utils", "fastapi", "sqlalchemy"}
+    imported = set()
+    for path in (Path(__file__).resolve().parent.parent / "cli").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+
+    assert "httpx2" in imported
+    assert imported & service == set()
 
 
 def test_credentials_live_under_xdg_config_home_with_env_overrides(tmp_path: Path) -> None:
