@@ -1,0 +1,1 @@
+"""`hv`, Hypervisor's command line: a client of the HTTP API, nothing more."""
