@@ -139,6 +139,39 @@ def forecast(
     return simulation.estimates()
 
 
+def forecast_start(
+    cluster: Cluster,
+    running: Sequence[Job],
+    pending: Sequence[Waiting],
+    now: float,
+    policy: Policy,
+    *,
+    target: int,
+    history: Mapping[int, float],
+    images: Mapping[int, str] | None = None,
+    horizon_seconds: float = DEFAULT_HORIZON_SECONDS,
+    max_events: int = DEFAULT_MAX_EVENTS,
+) -> Estimate:
+    """The estimated start of the pending job `target`, as `forecast` would give it, with
+    the simulation stopped as soon as that job starts: what a preview can afford.
+
+    `end_at` is always None (the end would need the rest of the simulation). The start
+    and basis are `forecast`'s, except that a start reached within the horizon is given
+    even when that run's end lies past it (where `forecast` says "later than T" for both).
+    """
+    if horizon_seconds < 0 or max_events < 1:
+        raise ValueError("horizon_seconds must be >= 0 and max_events >= 1")
+    simulation = _Simulation(cluster, running, pending, now, policy, history, images or {})
+    if target in simulation.running_at_now or target not in simulation.durations:
+        raise ValueError(f"job {target} is not among the pending jobs")
+    if simulation.durations[target].basis == "unknown":
+        # Its start is never reported without a duration (as in `forecast`): nothing to run.
+        reason = _Unknowns(simulation, {})._no_duration(target)
+        return Estimate(None, None, "unknown", reason)
+    simulation.run(now + horizon_seconds, max_events, target=target)
+    return simulation.start_of(target)
+
+
 def image_repository(reference: str) -> str:
     """The reference lowercased, without tag or digest: "GHCR.io/Acme/Train:1.0" ->
     "ghcr.io/acme/train"; a registry's ":port" stays; no normalization ("nginx" stays)."""
@@ -247,8 +280,9 @@ class _Simulation:
 
     # The event loop ----------------------------------------------------------------------
 
-    def run(self, horizon_end: float, max_events: int) -> None:
-        """Simulate instant by instant until nothing known is left or the horizon is hit."""
+    def run(self, horizon_end: float, max_events: int, target: int | None = None) -> None:
+        """Simulate instant by instant until nothing known is left or the horizon is hit,
+        or, given a `target`, until that job first starts."""
         instant, instants = self.now, 0
         while True:
             self._handle_events_at(instant)
@@ -256,6 +290,8 @@ class _Simulation:
             self._note_safe_runs(instant)
             self.last_instant = instant
             instants += 1
+            if target is not None and target in self.first_start:
+                return
             upcoming = self._next_instant()
             if upcoming is None:
                 return
@@ -492,6 +528,17 @@ class _Simulation:
             basis: Basis = "history" if rests_on_history else "declared"
             result[job_id] = Estimate(start, outcome.end_at, basis, None)
         return result
+
+    def start_of(self, target: int) -> Estimate:
+        """The target's start as `estimates` words it, once `run` stopped at that start or
+        without reaching it."""
+        start = self.first_start.get(target)
+        if start is None:
+            return Estimate(None, None, "unknown", _Unknowns(self, self.ended).reasons()[target])
+        rests_on_history = (
+            self.durations[target].basis == "history" or self.first_history_end <= start
+        )
+        return Estimate(start, None, "history" if rests_on_history else "declared", None)
 
 
 def _duration_of(job: Job, history: Mapping[int, float]) -> _Duration:

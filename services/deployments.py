@@ -6,7 +6,7 @@ answer already shows the pass's decision.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from models import (
 from services.access import cluster_in, find_cluster, organization_as_member, visible_deployment
 from services.clusters import exceeding
 from services.errors import Conflict, Invalid
+from services.forecasting import estimate_start
 from services.loading import (
     DEAD,
     FINISHED_VALUES,
@@ -119,17 +120,31 @@ def preview_deployment(
                 )
             )
         )
+        would_start = created.status == RUNNING
+        if would_start:
+            start: datetime | None = created.started_at
+            basis = "declared"
+        else:
+            # The forecast of the state the create left, with the new deployment in it,
+            # simulated until it starts (within the forecast's horizon and event cap).
+            cluster = session.get_one(Cluster, session.get_one(Deployment, created.id).cluster_id)
+            estimate = estimate_start(session, cluster, created.id, created.created_at)
+            start = _moment(estimate.start_at)
+            basis = estimate.basis
     finally:
         savepoint.rollback()
-    would_start = created.status == RUNNING
     return schemas.Preview(
         would_start=would_start,
         would_preempt=victims,
         queue_position=created.queue_position,
         reason=created.reason,
-        estimated_start_at=created.started_at if would_start else None,
-        estimate_basis="declared" if would_start else "unknown",
+        estimated_start_at=start,
+        estimate_basis=basis,
     )
+
+
+def _moment(instant: float | None) -> datetime | None:
+    return datetime.fromtimestamp(instant, UTC) if instant is not None else None
 
 
 def list_deployments(

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 import forecast
+import scheduler
 from database import read_only, try_lock_cluster
 from metrics import FORECAST_SECONDS
 from models import Cluster, Deployment, DeploymentDependency
@@ -74,6 +75,49 @@ def _refresh(session_factory: sessionmaker[Session], cluster_id: int) -> int:
 
 
 def _simulate(session: Session, cluster: Cluster, now: datetime) -> dict[int, forecast.Estimate]:
+    state = _state(session, cluster)
+    if state is None:
+        return {}
+    running, pending, history, images = state
+    return forecast.forecast(
+        shape_of(cluster),
+        running,
+        pending,
+        now.timestamp(),
+        policy(),
+        history=history,
+        images=images,
+    )
+
+
+def estimate_start(
+    session: Session, cluster: Cluster, deployment_id: int, now: datetime
+) -> forecast.Estimate:
+    """The forecast's start of one pending deployment of the cluster, from the state the
+    session sees, simulated only until that deployment starts (for a preview: SPEC §4)."""
+    state = _state(session, cluster)
+    if state is None:
+        raise ValueError(f"deployment {deployment_id} is not pending in cluster {cluster.id}")
+    running, pending, history, images = state
+    return forecast.forecast_start(
+        shape_of(cluster),
+        running,
+        pending,
+        now.timestamp(),
+        policy(),
+        target=deployment_id,
+        history=history,
+        images=images,
+    )
+
+
+_State = tuple[list[scheduler.Job], list[forecast.Waiting], dict[int, float], dict[int, str]]
+
+
+def _state(session: Session, cluster: Cluster) -> _State | None:
+    """The cluster's unfinished deployments as the forecast takes them: running jobs,
+    pending ones with their unfinished dependencies, history and images (None: nothing
+    unfinished)."""
     rows = list(
         session.scalars(
             select(Deployment).where(
@@ -82,7 +126,7 @@ def _simulate(session: Session, cluster: Cluster, now: datetime) -> dict[int, fo
         )
     )
     if not rows:
-        return {}
+        return None
     ids = {row.id for row in rows}
     waiting_on: dict[int, set[int]] = {}
     external: dict[int, forecast.Estimate] = {}
@@ -125,15 +169,7 @@ def _simulate(session: Session, cluster: Cluster, now: datetime) -> dict[int, fo
     images = {row.id: row.docker_image for row in rows}
     untimed = [row for row in rows if row.duration_seconds is None]
     history = _history(session, cluster.organization_id, untimed) if untimed else {}
-    return forecast.forecast(
-        shape_of(cluster),
-        running,
-        pending,
-        now.timestamp(),
-        policy(),
-        history=history,
-        images=images,
-    )
+    return running, pending, history, images
 
 
 def _history(session: Session, organization_id: int, untimed: list[Deployment]) -> dict[int, float]:
