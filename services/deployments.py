@@ -6,7 +6,7 @@ answer already shows the pass's decision.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,7 +26,7 @@ from models import (
 from services.access import cluster_in, find_cluster, organization_as_member, visible_deployment
 from services.clusters import exceeding
 from services.errors import Conflict, Invalid
-from services.forecasting import estimate_start
+from services.forecasting import estimate_start, moment_of
 from services.loading import (
     DEAD,
     FINISHED_VALUES,
@@ -129,7 +129,7 @@ def preview_deployment(
             # simulated until it starts (within the forecast's horizon and event cap).
             cluster = session.get_one(Cluster, session.get_one(Deployment, created.id).cluster_id)
             estimate = estimate_start(session, cluster, created.id, created.created_at)
-            start = _moment(estimate.start_at)
+            start = moment_of(estimate.start_at)
             basis = estimate.basis
     finally:
         savepoint.rollback()
@@ -141,10 +141,6 @@ def preview_deployment(
         estimated_start_at=start,
         estimate_basis=basis,
     )
-
-
-def _moment(instant: float | None) -> datetime | None:
-    return datetime.fromtimestamp(instant, UTC) if instant is not None else None
 
 
 def list_deployments(

@@ -2,8 +2,11 @@
 loaded into `forecast.py`'s types, the estimates written back onto its deployments.
 
 Off the request path: the background loop forecasts again each cluster whose `revision`
-moved past its `forecast_revision`; requests only read the stored estimates, which are at
-most one loop interval (plus the forecast's own run time) old.
+moved past its `forecast_revision`, or whose `forecast_valid_until` has passed (a history
+estimate came to pass: a run outlived its median, or a start it predicted did not happen);
+requests only read the stored estimates, which are at most one loop interval (plus the
+forecast's own run time) old. A preview (`estimate_start`) simulates one would-be
+deployment's cluster until it starts, within the forecast's horizon and event cap.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 import forecast
@@ -22,7 +25,7 @@ from metrics import FORECAST_SECONDS
 from models import Cluster, Deployment, DeploymentDependency
 from models import DeploymentStatus as Status
 from services.loading import PENDING, RUNNING, UNFINISHED, job_of, policy, shape_of
-from utils import utcnow
+from utils import get_settings, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +36,18 @@ HISTORY_RUNS = 2000
 def refresh_forecasts(session_factory: sessionmaker[Session]) -> int:
     """Forecast every cluster whose state changed since its last forecast; returns how many.
     A failing cluster is logged and skipped, like a failing pass."""
+    now = utcnow()
     with session_factory() as session:
         read_only(session)
         cluster_ids = list(
             session.scalars(
                 select(Cluster.id)
-                .where(Cluster.revision != Cluster.forecast_revision)
+                .where(
+                    or_(
+                        Cluster.revision != Cluster.forecast_revision,
+                        Cluster.forecast_valid_until <= now,
+                    )
+                )
                 .order_by(Cluster.id)
             )
         )
@@ -62,7 +71,9 @@ def _refresh(session_factory: sessionmaker[Session], cluster_id: int) -> int:
         if cluster is None:
             return 0
         revision = cluster.revision
-        estimates = _simulate(session, cluster, now)
+        estimates, running_ids = _simulate(session, cluster, now)
+    floor = get_settings().scheduler_interval_seconds
+    valid_until = recheck_at(estimates, running_ids, now.timestamp(), floor)
     with session_factory.begin() as session:
         locked = try_lock_cluster(session, cluster_id)
         if locked is None or locked.revision != revision:
@@ -70,16 +81,50 @@ def _refresh(session_factory: sessionmaker[Session], cluster_id: int) -> int:
         if estimates:
             session.execute(update(Deployment), [_row(i, e) for i, e in estimates.items()])
         locked.forecast_revision = revision
+        locked.forecast_valid_until = moment_of(valid_until)
     FORECAST_SECONDS.observe(time.perf_counter() - started)
     return 1
 
 
-def _simulate(session: Session, cluster: Cluster, now: datetime) -> dict[int, forecast.Estimate]:
+def recheck_at(
+    estimates: dict[int, forecast.Estimate], running_ids: set[int], now: float, floor: float
+) -> float | None:
+    """When a forecast made at `now` is to be made again although nothing changed: at its
+    earliest history-based end of a running deployment or start of a pending one (None if
+    it has none). Declared times come true by themselves (the loop ends timed runs then).
+
+    A run already past its history estimate is forecast to end now; it is looked at again
+    after a tenth of its run so far, and at least `floor` (the loop interval) later, so an
+    overrun costs a forecast per tenth of its length, not one per tick. Pending starts at
+    `now` rest on such an overrun (or another cluster's), rechecked with it.
+    """
+    times: list[float] = []
+    for deployment_id, estimate in estimates.items():
+        if estimate.basis != "history":
+            continue
+        if deployment_id in running_ids:
+            end, start = estimate.end_at, estimate.start_at
+            if end is None:
+                continue
+            if end > now:
+                times.append(end)
+            else:
+                run_so_far = now - start if start is not None else 0.0
+                times.append(now + max(floor, run_so_far / 10))
+        elif estimate.start_at is not None and estimate.start_at > now:
+            times.append(estimate.start_at)
+    return min(times, default=None)
+
+
+def _simulate(
+    session: Session, cluster: Cluster, now: datetime
+) -> tuple[dict[int, forecast.Estimate], set[int]]:
+    """The cluster's estimates, and which of its deployments run."""
     state = _state(session, cluster)
     if state is None:
-        return {}
+        return {}, set()
     running, pending, history, images = state
-    return forecast.forecast(
+    estimates = forecast.forecast(
         shape_of(cluster),
         running,
         pending,
@@ -88,6 +133,7 @@ def _simulate(session: Session, cluster: Cluster, now: datetime) -> dict[int, fo
         history=history,
         images=images,
     )
+    return estimates, {job.id for job in running}
 
 
 def estimate_start(
@@ -211,14 +257,16 @@ def _history(session: Session, organization_id: int, untimed: list[Deployment]) 
     return history
 
 
-def _row(deployment_id: int, estimate: forecast.Estimate) -> dict[str, object]:
-    def at(instant: float | None) -> datetime | None:
-        return datetime.fromtimestamp(instant, UTC) if instant is not None else None
+def moment_of(instant: float | None) -> datetime | None:
+    """A forecast's instant (seconds since the epoch) as a UTC datetime."""
+    return datetime.fromtimestamp(instant, UTC) if instant is not None else None
 
+
+def _row(deployment_id: int, estimate: forecast.Estimate) -> dict[str, object]:
     return {
         "id": deployment_id,
-        "estimated_start_at": at(estimate.start_at),
-        "estimated_end_at": at(estimate.end_at),
+        "estimated_start_at": moment_of(estimate.start_at),
+        "estimated_end_at": moment_of(estimate.end_at),
         "estimate_basis": estimate.basis,
         "estimate_reason": estimate.reason[:1024] if estimate.reason else None,
     }
