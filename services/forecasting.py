@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 import forecast
 import scheduler
@@ -157,6 +159,24 @@ def estimate_start(
     )
 
 
+# What `job_of`, the dependencies, history and images read of a deployment.
+_COLUMNS = (
+    Deployment.id,
+    Deployment.status,
+    Deployment.eligible,
+    Deployment.priority,
+    Deployment.required_cpu,
+    Deployment.required_ram,
+    Deployment.required_gpu,
+    Deployment.created_at,
+    Deployment.waiting_since,
+    Deployment.started_at,
+    Deployment.duration_seconds,
+    Deployment.saved_seconds,
+    Deployment.checkpointed_at,
+    Deployment.docker_image,
+)
+
 _State = tuple[list[scheduler.Job], list[forecast.Waiting], dict[int, float], dict[int, str]]
 
 
@@ -164,19 +184,21 @@ def _state(session: Session, cluster: Cluster) -> _State | None:
     """The cluster's unfinished deployments as the forecast takes them: running jobs,
     pending ones with their unfinished dependencies, history and images (None: nothing
     unfinished)."""
-    rows = list(
-        session.scalars(
-            select(Deployment).where(
-                Deployment.cluster_id == cluster.id, Deployment.status.in_(UNFINISHED)
-            )
+    # Columns, not ORM objects: a 10,000-deployment cluster loads in a third of the time.
+    rows = session.execute(
+        select(*_COLUMNS).where(
+            Deployment.cluster_id == cluster.id, Deployment.status.in_(UNFINISHED)
         )
-    )
+    ).all()
     if not rows:
         return None
     ids = {row.id for row in rows}
     waiting_on: dict[int, set[int]] = {}
     external: dict[int, forecast.Estimate] = {}
-    for dependent, dependency, end, basis, reason in session.execute(
+    # Driven from the cluster's deployments still waiting for dependencies (by index), not
+    # from a list of every id: SQLite plans `IN (<10,000 ids>)` as a scan per id.
+    dependent = aliased(Deployment)
+    for dependent_id, dependency, end, basis, reason in session.execute(
         select(
             DeploymentDependency.deployment_id,
             Deployment.id,
@@ -184,13 +206,16 @@ def _state(session: Session, cluster: Cluster) -> _State | None:
             Deployment.estimate_basis,
             Deployment.estimate_reason,
         )
+        .join(dependent, dependent.id == DeploymentDependency.deployment_id)
         .join(Deployment, Deployment.id == DeploymentDependency.depends_on_id)
         .where(
-            DeploymentDependency.deployment_id.in_(ids),
+            dependent.cluster_id == cluster.id,
+            dependent.status == PENDING,
+            dependent.eligible.is_(False),
             Deployment.status.in_(UNFINISHED),
         )
     ):
-        waiting_on.setdefault(dependent, set()).add(dependency)
+        waiting_on.setdefault(dependent_id, set()).add(dependency)
         if dependency not in ids:  # another cluster's: its own latest forecast
             external[dependency] = forecast.Estimate(
                 start_at=None,
@@ -218,7 +243,7 @@ def _state(session: Session, cluster: Cluster) -> _State | None:
     return running, pending, history, images
 
 
-def _history(session: Session, organization_id: int, untimed: list[Deployment]) -> dict[int, float]:
+def _history(session: Session, organization_id: int, untimed: Sequence[Any]) -> dict[int, float]:
     """Estimated run times of deployments without a duration: the median run of the
     organization's completed deployments of the same image repository, with at least 3."""
     wanted = {forecast.image_repository(row.docker_image) for row in untimed}
