@@ -14,16 +14,19 @@ a pass), then forecast with the default horizon and event cap, the median of `--
 rounds timed on one core.
 
 Preview: the same clusters written to a fresh database (SQLite in a temporary file, or the
-empty database `--database-url` names; a completed run history for half of the images,
-so about half of the jobs without a duration get an estimate from it), then
+PostgreSQL database `--database-url` names, emptied first; a completed run history for half
+of the images, so about half of the jobs without a duration get an estimate from it), then
 `POST /deployment/preview` of deployments that would wait, through the app in process: one
 at the back of the queue (priority 0, 8 gpu: its start is the last the simulation reaches,
-or past the event cap) and one in the middle (priority 500, 2 gpu). Per request, the
-median wall time of `--rounds` rounds, and the parts of it spent loading the cluster for
-the forecast and simulating it (`forecast.forecast_start`, on one core); also the same
-`forecast_start` on the in-memory cluster alone. `--no-preview` skips this part.
+or past the event cap) and one in the middle (priority 100, 8 gpu). Per request, the
+median wall time of `--rounds` rounds, alternating with the same preview with the forecast
+skipped ("without": what a waiting preview cost before it gave a start), the part of it
+spent in the forecast (wall), and of that, in CPU seconds of the process, loading the
+cluster and simulating it (`forecast.forecast_start`); also the same `forecast_start` on
+the in-memory cluster alone ("alone"). `--no-preview` skips this part.
 
-Prints a table and writes JSON to `--out` (default bench/results/forecast_cost.json).
+Prints a table and writes JSON to `--out` (default bench/results/): forecast_cost.json, or
+forecast_cost_postgresql.json with a PostgreSQL `--database-url`.
 """
 
 from __future__ import annotations
@@ -47,10 +50,10 @@ sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("HYPERVISOR_BCRYPT_ROUNDS", "4")  # before the app reads its settings
 
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import insert, select, text  # noqa: E402
 
 import forecast  # noqa: E402
-from models import Deployment, DeploymentDependency, User  # noqa: E402
+from models import Base, Deployment, DeploymentDependency, User  # noqa: E402
 from scheduler import DEFAULT_POLICY, Cluster, Job, Resources, ends_at_of, run_pass  # noqa: E402
 
 NOW = 1_700_000_000.0
@@ -93,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "forecast_cost.json").write_text(json.dumps(report, indent=2) + "\n")
+    # The SQLite run is the one bench/forecast.py quotes; another database gets its own file.
+    database = report["preview"]["database"]  # type: ignore[index]
+    name = "forecast_cost.json" if database == "sqlite" else f"forecast_cost_{database}.json"
+    (args.out / name).write_text(json.dumps(report, indent=2) + "\n")
     columns = ("running", 8), ("pending", 8), ("median s", 9), ("max s", 7), ("settled", 8)
     sys.stdout.write(" ".join(f"{name:>{width}}" for name, width in columns) + "  unknown\n")
     for row in results:
@@ -111,15 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(
             f"\npreview of a deployment that would wait ({report['preview']['database']}), "
             "median of rounds, seconds:\n"
-            "running  pending  candidate  request  load  simulate  alone  position  basis"
-            "      start ahead\n"
+            "running  pending  candidate  request  without  forecast (load  simulate  cpu)"
+            "  alone  position  basis      start ahead\n"
         )
         for row in previews:
             for name, one in row["candidates"].items():
                 ahead = one["start_hours_ahead"]
                 sys.stdout.write(
                     f"{row['running']:>7} {row['pending']:>8}  {name:<9} "
-                    f"{one['request_seconds']:>7.3f} {one['load_seconds']:>5.3f} "
+                    f"{one['request_seconds']:>7.3f} {one['without_forecast_seconds']:>8.3f} "
+                    f"{one['forecast_wall_seconds']:>9.3f}  {one['load_seconds']:>5.3f} "
                     f"{one['simulate_seconds']:>9.3f} {one['alone_seconds']:>6.3f} "
                     f"{one['queue_position']!s:>9}  {one['estimate_basis']:<9} "
                     f"{'-' if ahead is None else f'{ahead} h':>7}\n"
@@ -172,7 +179,9 @@ def measure(running_count: int, pending_count: int, seed: int, rounds: int) -> d
 CANDIDATES = {
     # The back of the queue: nothing pending is lower, and 8 gpu only free up late.
     "back": {"priority": 0, "required_cpu": 8, "required_ram": 64, "required_gpu": 8},
-    "middle": {"priority": 500, "required_cpu": 4, "required_ram": 32, "required_gpu": 2},
+    # Behind everything of priority 100 and up; smaller ones of that priority would preempt
+    # priority 0 work and start at once.
+    "middle": {"priority": 100, "required_cpu": 8, "required_ram": 64, "required_gpu": 8},
 }
 
 
@@ -182,6 +191,7 @@ def measure_preview(
     """Time previews of waiting deployments on the seeded cluster, stored in a database."""
     from fastapi.testclient import TestClient
 
+    import services.deployments as deployments
     import services.forecasting as forecasting
     from database import make_engine, migrate
     from main import create_app
@@ -196,16 +206,18 @@ def measure_preview(
         def now(self) -> datetime:
             return datetime.fromtimestamp(NOW + offset, UTC)
 
-    spent = {"load": 0.0, "simulate": 0.0}
+    spent = {"load": 0.0, "simulate": 0.0, "load_wall": 0.0, "simulate_wall": 0.0}
     real_state, real_start = forecasting._state, forecast.forecast_start
+    real_question = deployments.start_question
 
     def timed(name: str, function: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.process_time()
+            started, wall = time.process_time(), time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
                 spent[name] += time.process_time() - started
+                spent[f"{name}_wall"] += time.perf_counter() - wall
 
         return wrapper
 
@@ -214,6 +226,10 @@ def measure_preview(
         url = database_url or f"sqlite:///{directory}/preview.db"
         migrate(url)
         engine = make_engine(url)
+        if database_url is not None:  # one database for every size: emptied before each
+            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            with engine.begin() as connection:
+                connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         settings = Settings(
             database_url=url,
             secret_key="bench-secret-key-that-is-long-enough-for-hs256",
@@ -237,10 +253,12 @@ def measure_preview(
                         "duration_seconds": 3600,
                         **request,
                     }
-                    walls, loads, simulations = [], [], []
+                    walls, bare, loads, simulations, walls_in_forecast = [], [], [], [], []
                     answer: dict[str, Any] = {}
                     for _ in range(rounds):
-                        spent.update(load=0.0, simulate=0.0)
+                        # Alternating with a preview that skips the forecast (what it was
+                        # before it gave a start), so the other processes' noise is shared.
+                        spent.update(dict.fromkeys(spent, 0.0))
                         started = time.perf_counter()
                         response = client.post("/deployment/preview", json=body, headers=headers)
                         walls.append(time.perf_counter() - started)
@@ -248,6 +266,14 @@ def measure_preview(
                         answer = response.json()
                         loads.append(spent["load"])
                         simulations.append(spent["simulate"])
+                        walls_in_forecast.append(spent["load_wall"] + spent["simulate_wall"])
+                        deployments.start_question = _NoForecast  # type: ignore[assignment]
+                        try:
+                            started = time.perf_counter()
+                            client.post("/deployment/preview", json=body, headers=headers)
+                            bare.append(time.perf_counter() - started)
+                        finally:
+                            deployments.start_question = real_question
                     start = answer["estimated_start_at"]
                     ahead = (
                         round((datetime.fromisoformat(start).timestamp() - NOW - offset) / 3600, 2)
@@ -258,6 +284,9 @@ def measure_preview(
                     candidates[label] = {
                         "request_seconds": statistics.median(walls),
                         "request_seconds_all": walls,
+                        "without_forecast_seconds": statistics.median(bare),
+                        "without_forecast_seconds_all": bare,
+                        "forecast_wall_seconds": statistics.median(walls_in_forecast),
                         "load_seconds": statistics.median(loads),
                         "simulate_seconds": statistics.median(simulations),
                         "alone_seconds": alone,
@@ -273,6 +302,16 @@ def measure_preview(
             use_settings(None)
             engine.dispose()
     return {"running": len(running), "pending": len(pending), "candidates": candidates}
+
+
+class _NoForecast:
+    """A preview's question of its start, left unasked: neither loaded nor simulated."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def answer(self) -> forecast.Estimate:
+        return forecast.Estimate(None, None, "unknown", "not forecast")
 
 
 def _alone(

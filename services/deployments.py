@@ -26,7 +26,7 @@ from models import (
 from services.access import cluster_in, find_cluster, organization_as_member, visible_deployment
 from services.clusters import exceeding
 from services.errors import Conflict, Invalid
-from services.forecasting import estimate_start, moment_of
+from services.forecasting import moment_of, start_question
 from services.loading import (
     DEAD,
     FINISHED_VALUES,
@@ -107,7 +107,8 @@ def preview_deployment(
 ) -> schemas.Preview:
     """What a create would do now, decided by the create itself inside a savepoint that is
     then rolled back: nothing is stored, and the request's transaction (with the cluster
-    lock the create took) ends with the answer."""
+    lock the create took) ends with the answer. One that would wait gets the forecast's
+    start for it, simulated until it starts, at most as far as the loop's forecast goes."""
     savepoint = session.begin_nested()
     try:
         created = create_deployment(session, user, body)
@@ -120,19 +121,23 @@ def preview_deployment(
                 )
             )
         )
-        would_start = created.status == RUNNING
-        if would_start:
-            start: datetime | None = created.started_at
-            basis = "declared"
-        else:
-            # The forecast of the state the create left, with the new deployment in it,
-            # simulated until it starts (within the forecast's horizon and event cap).
+        question = None
+        if created.status != RUNNING:
+            # The state the create left, with the new deployment in it, read here and
+            # forecast after the rollback: on PostgreSQL that also ends the cluster lock the
+            # create took, so the simulation holds up no other request of the cluster.
             cluster = session.get_one(Cluster, session.get_one(Deployment, created.id).cluster_id)
-            estimate = estimate_start(session, cluster, created.id, created.created_at)
-            start = moment_of(estimate.start_at)
-            basis = estimate.basis
+            question = start_question(session, cluster, created.id, created.created_at)
     finally:
         savepoint.rollback()
+    would_start = question is None
+    if question is None:
+        start: datetime | None = created.started_at
+        basis = "declared"
+    else:
+        estimate = question.answer()
+        start = moment_of(estimate.start_at)
+        basis = estimate.basis
     return schemas.Preview(
         would_start=would_start,
         would_preempt=victims,

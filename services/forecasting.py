@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -138,24 +139,53 @@ def _simulate(
     return estimates, {job.id for job in running}
 
 
-def estimate_start(
+@dataclass(frozen=True)
+class StartQuestion:
+    """When would one pending deployment start: its cluster as a transaction saw it, in
+    plain data, so that it can be answered once that transaction (and its lock) is gone."""
+
+    cluster: scheduler.Cluster
+    running: list[scheduler.Job]
+    pending: list[forecast.Waiting]
+    history: dict[int, float]
+    images: dict[int, str]
+    now: float
+    policy: scheduler.Policy
+    deployment_id: int
+
+    def answer(self) -> forecast.Estimate:
+        """The forecast's start of that deployment, simulated only until it starts (within
+        the forecast's horizon and event cap)."""
+        return forecast.forecast_start(
+            self.cluster,
+            self.running,
+            self.pending,
+            self.now,
+            self.policy,
+            target=self.deployment_id,
+            history=self.history,
+            images=self.images,
+        )
+
+
+def start_question(
     session: Session, cluster: Cluster, deployment_id: int, now: datetime
-) -> forecast.Estimate:
-    """The forecast's start of one pending deployment of the cluster, from the state the
-    session sees, simulated only until that deployment starts (for a preview: SPEC §4)."""
+) -> StartQuestion:
+    """The question of a pending deployment's start, from the cluster the session sees (a
+    preview's, with the would-be deployment in it: SPEC §4)."""
     state = _state(session, cluster)
     if state is None:
         raise ValueError(f"deployment {deployment_id} is not pending in cluster {cluster.id}")
     running, pending, history, images = state
-    return forecast.forecast_start(
+    return StartQuestion(
         shape_of(cluster),
         running,
         pending,
+        history,
+        images,
         now.timestamp(),
         policy(),
-        target=deployment_id,
-        history=history,
-        images=images,
+        deployment_id,
     )
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from conftest import ManualClock
+import pytest
+from conftest import ON_POSTGRES, ManualClock
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 from workloads import make_team
 
 import services
 from helpers import member_with_role
 from models import Cluster, Deployment, DeploymentEvent
+from services.forecasting import StartQuestion
 
 
 def _stored(app: Any) -> tuple[int, int, list[tuple[int, str]], int]:
@@ -163,3 +166,34 @@ def test_a_preview_behind_a_run_known_from_history_says_history(
         started + timedelta(seconds=60),
         "history",
     )
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite holds its write lock to the transaction end")
+def test_a_preview_simulates_after_its_savepoint_let_go_of_the_cluster_lock(
+    client: TestClient, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = make_team(client, gpu=1)
+    team.deploy(gpu=1, duration_seconds=100)
+    answer = StartQuestion.answer
+    free_while_simulating: list[bool] = []
+
+    def try_the_lock(question: StartQuestion) -> Any:
+        with app.state.engine.connect() as other:
+            try:
+                other.execute(
+                    text("SELECT id FROM clusters WHERE name = :name FOR UPDATE NOWAIT"),
+                    {"name": team.cluster},
+                )
+                free_while_simulating.append(True)
+            except OperationalError:
+                free_while_simulating.append(False)
+            other.rollback()
+        return answer(question)
+
+    monkeypatch.setattr(StartQuestion, "answer", try_the_lock)
+    body = client.post(
+        "/deployment/preview", json=team.body(gpu=1, duration_seconds=30), headers=team.headers
+    ).json()
+
+    assert body["estimate_basis"] == "declared"
+    assert free_while_simulating == [True]
