@@ -2,10 +2,10 @@
 loaded into `forecast.py`'s types, the estimates written back onto its deployments.
 
 Off the request path: the background loop forecasts again each cluster whose `revision`
-moved past its `forecast_revision`, or whose `forecast_valid_until` has passed (a history
-estimate came to pass: a run outlived its median, or a start it predicted did not happen);
-requests only read the stored estimates, which are at most one loop interval (plus the
-forecast's own run time) old. A preview (`estimate_start`) simulates one would-be
+moved past its `forecast_revision`, or whose `forecast_valid_until` has passed (the moment
+of a history estimate came: if nothing changed, a run outlived its median or a start did
+not come); requests only read the stored estimates, which are at most one loop interval (plus the
+forecast's own run time) old. A preview (`start_question`) simulates one would-be
 deployment's cluster until it starts, within the forecast's horizon and event cap.
 """
 
