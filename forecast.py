@@ -36,11 +36,12 @@ Horizon. The simulation stops at `now + horizon_seconds` or after `max_events` i
 every start or end not reached by then is unknown, "later than <that instant>", except the
 end of a running deployment that nothing pending outranks.
 
-Reading order: the data types, `forecast`, `image_repository` and `median_run_time` (what
-the caller needs to build `history`), `later_than`; then `_Simulation` (the event loop, the
-pass and the estimates), `_Unknowns` (the reasons), and the indexes the pass is fed from:
-`_RunningIndex` (room and preemption candidates per level, and the condensed running set
-each call of the pass is given), `_LevelSums`, `_Priorities` and `_Queue` (the eligible
+Reading order: the data types, `forecast`, `forecast_start` (one job's start, for a
+preview), `image_repository` and `median_run_time` (what the caller needs to build
+`history`), `later_than`; then `_Simulation` (the event loop, the pass and the estimates),
+`_Unknowns` (the reasons), and the indexes the pass is fed from: `_RunningIndex` (room and
+preemption candidates per level, summed in a `scheduler.PrioritySums`, and the condensed
+running set each call of the pass is given), `_Priorities` and `_Queue` (the eligible
 pending jobs in queue order, searchable by fit).
 """
 
@@ -64,6 +65,7 @@ from scheduler import (
     Job,
     Plan,
     Policy,
+    PrioritySums,
     Resources,
     ends_at_of,
     order_key,
@@ -137,6 +139,39 @@ def forecast(
     simulation = _Simulation(cluster, running, pending, now, policy, history, images or {})
     simulation.run(now + horizon_seconds, max_events)
     return simulation.estimates()
+
+
+def forecast_start(
+    cluster: Cluster,
+    running: Sequence[Job],
+    pending: Sequence[Waiting],
+    now: float,
+    policy: Policy,
+    *,
+    target: int,
+    history: Mapping[int, float],
+    images: Mapping[int, str] | None = None,
+    horizon_seconds: float = DEFAULT_HORIZON_SECONDS,
+    max_events: int = DEFAULT_MAX_EVENTS,
+) -> Estimate:
+    """The estimated start of the pending job `target`, as `forecast` would give it, with
+    the simulation stopped as soon as that job starts: what a preview can afford.
+
+    `end_at` is always None (the end would need the rest of the simulation). The start
+    and basis are `forecast`'s, except that a start reached within the horizon is given
+    even when that run's end lies past it (where `forecast` says "later than T" for both).
+    """
+    if horizon_seconds < 0 or max_events < 1:
+        raise ValueError("horizon_seconds must be >= 0 and max_events >= 1")
+    simulation = _Simulation(cluster, running, pending, now, policy, history, images or {})
+    if target in simulation.running_at_now or target not in simulation.durations:
+        raise ValueError(f"job {target} is not among the pending jobs")
+    if simulation.durations[target].basis == "unknown":
+        # Its start is never reported without a duration (as in `forecast`): nothing to run.
+        reason = _Unknowns(simulation, {})._no_duration(target)
+        return Estimate(None, None, "unknown", reason)
+    simulation.run(now + horizon_seconds, max_events, target=target)
+    return simulation.start_of(target)
 
 
 def image_repository(reference: str) -> str:
@@ -247,8 +282,9 @@ class _Simulation:
 
     # The event loop ----------------------------------------------------------------------
 
-    def run(self, horizon_end: float, max_events: int) -> None:
-        """Simulate instant by instant until nothing known is left or the horizon is hit."""
+    def run(self, horizon_end: float, max_events: int, target: int | None = None) -> None:
+        """Simulate instant by instant until nothing known is left or the horizon is hit,
+        or, given a `target`, until that job first starts."""
         instant, instants = self.now, 0
         while True:
             self._handle_events_at(instant)
@@ -256,6 +292,8 @@ class _Simulation:
             self._note_safe_runs(instant)
             self.last_instant = instant
             instants += 1
+            if target is not None and target in self.first_start:
+                return
             upcoming = self._next_instant()
             if upcoming is None:
                 return
@@ -493,6 +531,17 @@ class _Simulation:
             result[job_id] = Estimate(start, outcome.end_at, basis, None)
         return result
 
+    def start_of(self, target: int) -> Estimate:
+        """The target's start as `estimates` words it, once `run` stopped at that start or
+        without reaching it."""
+        start = self.first_start.get(target)
+        if start is None:
+            return Estimate(None, None, "unknown", _Unknowns(self, self.ended).reasons()[target])
+        rests_on_history = (
+            self.durations[target].basis == "history" or self.first_history_end <= start
+        )
+        return Estimate(start, None, "history" if rests_on_history else "declared", None)
+
 
 def _duration_of(job: Job, history: Mapping[int, float]) -> _Duration:
     if job.duration_seconds is not None:
@@ -706,7 +755,7 @@ class _RunningIndex:
         self.candidates: set[int] = set()
         self.levels: dict[int, dict[int, Job]] = {}  # candidates by priority
         self.level_order: list[int] = []  # the priorities in `levels`, ascending
-        self.sums = _LevelSums()
+        self.sums = PrioritySums()
         self._stand_in_id = min(lowest_id, 1) - 1  # stand-ins get ids below every real one
 
     def add(self, job: Job, candidate: bool) -> None:
@@ -747,7 +796,7 @@ class _RunningIndex:
         strictly lower priority (`scheduler.startable_bounds`)."""
         if not self.policy.preemption:
             return self.cpu, self.ram, self.gpu
-        cpu, ram, gpu = self.sums.below(priority)
+        cpu, ram, gpu = self.sums.below_parts(priority)
         return self.cpu + cpu, self.ram + ram, self.gpu + gpu
 
     def condensed(self, within: Sequence[Job], instant: float) -> tuple[Cluster, list[Job]]:
@@ -790,7 +839,7 @@ class _RunningIndex:
             stand_in_id = self._stand_in_id
             for cut in sorted({job.priority for job in within if job.priority > previous}):
                 below_cut = self.sums.below(cut)
-                group = Resources(*(b - a for a, b in zip(below_previous, below_cut, strict=True)))
+                group = below_cut - below_previous
                 if not group.is_zero():
                     chosen.append(
                         Job(
@@ -815,36 +864,6 @@ class _RunningIndex:
             total.gpu - self.gpu - held.gpu,
         )
         return Cluster(total=total, reserved=reserved), chosen
-
-
-class _LevelSums:
-    """Requests summed per priority, answering "the sum over all priorities below p" in
-    O(log 1001) (a Fenwick tree, as `scheduler` keeps for its own pass)."""
-
-    _SIZE = PRIORITY_MAX - PRIORITY_MIN + 1
-
-    def __init__(self) -> None:
-        self._cpu = [0] * (self._SIZE + 1)
-        self._ram = [0] * (self._SIZE + 1)
-        self._gpu = [0] * (self._SIZE + 1)
-
-    def add(self, priority: int, amount: Resources, sign: int) -> None:
-        index = priority - PRIORITY_MIN + 1
-        while index <= self._SIZE:
-            self._cpu[index] += sign * amount.cpu
-            self._ram[index] += sign * amount.ram
-            self._gpu[index] += sign * amount.gpu
-            index += index & -index
-
-    def below(self, priority: int) -> tuple[int, int, int]:
-        index = min(max(priority - PRIORITY_MIN, 0), self._SIZE)
-        cpu = ram = gpu = 0
-        while index > 0:
-            cpu += self._cpu[index]
-            ram += self._ram[index]
-            gpu += self._gpu[index]
-            index -= index & -index
-        return cpu, ram, gpu
 
 
 class _Priorities:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from types import FrameType
@@ -240,21 +241,24 @@ async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) ->
         factory = app.state.session_factory
         try:
             await asyncio.to_thread(services.run_periodic_passes, factory)
+            # The next end is read before the forecasts, whose time then comes off the wait:
+            # an end falling due while they run is handed on at once, not an interval late.
+            to_next_end = await asyncio.to_thread(services.seconds_to_next_end, factory)
+            asked = time.monotonic()
             await asyncio.to_thread(services.refresh_forecasts, factory)
-            wait = next_wait(
-                interval, await asyncio.to_thread(services.seconds_to_next_end, factory)
-            )
+            wait = next_wait(interval, to_next_end, spent=time.monotonic() - asked)
         except Exception:
             logger.exception("scheduler tick failed")
             wait = interval
 
 
-def next_wait(interval: float, seconds_to_next_end: float | None) -> float:
+def next_wait(interval: float, seconds_to_next_end: float | None, spent: float = 0.0) -> float:
     """How long the loop sleeps: its interval, or until the next known end if that comes
-    sooner, so freed room is handed on when the forecast says it is (within 10 ms)."""
+    sooner, so freed room is handed on when the forecast says it is (within 10 ms); `spent`:
+    seconds since `seconds_to_next_end` was read."""
     if seconds_to_next_end is None:
         return interval
-    return min(interval, max(seconds_to_next_end, 0.01))
+    return min(interval, max(seconds_to_next_end - spent, 0.01))
 
 
 def _migrated_engine(url: str) -> Engine:

@@ -163,6 +163,9 @@ class Cluster(Base):
     # moved past `forecast_revision`.
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
     forecast_revision: Mapped[int] = mapped_column(BigInteger, default=-1)
+    # When the latest forecast's earliest history-based estimate comes to pass (null: it
+    # has none): the loop forecasts again then, so a passed guess does not stay shown.
+    forecast_valid_until: Mapped[datetime | None] = mapped_column(Timestamp)
 
     organization: Mapped[Organization] = relationship()
 

@@ -436,7 +436,7 @@ class _RunningSet:
             entries.sort()
             self._level_sums[level] = _total(job.request for *_, job in entries)
         self._level_order = sorted(self._levels)
-        self._sums_below = _PrioritySums(self._level_sums)
+        self._sums_below = PrioritySums(self._level_sums)
         # "available + candidates below p" is asked for once per pending job that does not
         # fit, and many share a priority: remember the answers until the next change.
         self._ceilings: dict[int, Resources] = {}
@@ -541,21 +541,30 @@ class _RunningSet:
 _PutBack = tuple[float, float, int, Job]
 
 
-class _PrioritySums:
+class PrioritySums:
     """Resource sums per priority, answering "total of all priorities below p" in O(log n).
 
     A Fenwick tree: a pass asks this for most pending jobs that do not fit, and the set of
     candidates changes with every start, so neither rescanning the levels nor caching a
-    prefix array would keep a 10,000-job pass fast.
+    prefix array would keep a 10,000-job pass fast. The forecast keeps one too.
     """
 
     _SIZE = PRIORITY_MAX - PRIORITY_MIN + 1
+    # Up to this many levels, adding them one by one (O(levels * log size)) beats the
+    # O(size) build: the forecast calls the pass on a few condensed levels, many times.
+    _SPARSE_LEVELS = 64
 
-    def __init__(self, sums: Mapping[int, Resources]) -> None:
-        """Start from `sums` (priority -> amount), in O(size)."""
+    def __init__(self, sums: Mapping[int, Resources] | None = None) -> None:
+        """Start from `sums` (priority -> amount), or from nothing."""
         self._cpu = [0] * (self._SIZE + 1)
         self._ram = [0] * (self._SIZE + 1)
         self._gpu = [0] * (self._SIZE + 1)
+        if not sums:
+            return
+        if len(sums) <= self._SPARSE_LEVELS:
+            for priority, amount in sums.items():
+                self.add(priority, amount, sign=1)
+            return
         for priority, amount in sums.items():
             index = priority - PRIORITY_MIN + 1
             self._cpu[index] = amount.cpu
@@ -579,6 +588,10 @@ class _PrioritySums:
 
     def below(self, priority: int) -> Resources:
         """The sum over all priorities strictly below `priority`."""
+        return Resources(*self.below_parts(priority))
+
+    def below_parts(self, priority: int) -> tuple[int, int, int]:
+        """`below` as (cpu, ram, gpu), without building a `Resources` (a hot path)."""
         index = min(max(priority - PRIORITY_MIN, 0), self._SIZE)
         cpu = ram = gpu = 0
         while index > 0:
@@ -586,7 +599,7 @@ class _PrioritySums:
             ram += self._ram[index]
             gpu += self._gpu[index]
             index -= index & -index
-        return Resources(cpu, ram, gpu)
+        return cpu, ram, gpu
 
 
 # --- Which pending jobs to load ----------------------------------------------------------

@@ -83,8 +83,8 @@ def preview_deployment(
     body: schemas.DeploymentCreate, user: CurrentUser, session: SessionDep
 ) -> schemas.Preview:
     """What a create with this body would do now (start or wait, which running deployments
-    it would preempt, its place and reason), decided by the same code as create. Nothing is
-    stored."""
+    it would preempt, its place and reason, and its estimated start from the forecast),
+    decided by the same code as create. Nothing is stored."""
     return services.preview_deployment(session, user, body)
 
 

@@ -26,6 +26,7 @@ from models import (
 from services.access import cluster_in, find_cluster, organization_as_member, visible_deployment
 from services.clusters import exceeding
 from services.errors import Conflict, Invalid
+from services.forecasting import moment_of, start_question
 from services.loading import (
     DEAD,
     FINISHED_VALUES,
@@ -106,7 +107,8 @@ def preview_deployment(
 ) -> schemas.Preview:
     """What a create would do now, decided by the create itself inside a savepoint that is
     then rolled back: nothing is stored, and the request's transaction (with the cluster
-    lock the create took) ends with the answer."""
+    lock the create took) ends with the answer. One that would wait gets the forecast's
+    start for it, simulated until it starts, at most as far as the loop's forecast goes."""
     savepoint = session.begin_nested()
     try:
         created = create_deployment(session, user, body)
@@ -119,16 +121,30 @@ def preview_deployment(
                 )
             )
         )
+        question = None
+        if created.status != RUNNING:
+            # The state the create left, with the new deployment in it, read here and
+            # forecast after the rollback: on PostgreSQL that also ends the cluster lock the
+            # create took, so the simulation holds up no other request of the cluster.
+            cluster = session.get_one(Cluster, session.get_one(Deployment, created.id).cluster_id)
+            question = start_question(session, cluster, created.id, created.created_at)
     finally:
         savepoint.rollback()
-    would_start = created.status == RUNNING
+    would_start = question is None
+    if question is None:
+        start: datetime | None = created.started_at
+        basis = "declared"
+    else:
+        estimate = question.answer()
+        start = moment_of(estimate.start_at)
+        basis = estimate.basis
     return schemas.Preview(
         would_start=would_start,
         would_preempt=victims,
         queue_position=created.queue_position,
         reason=created.reason,
-        estimated_start_at=created.started_at if would_start else None,
-        estimate_basis="declared" if would_start else "unknown",
+        estimated_start_at=start,
+        estimate_basis=basis,
     )
 
 

@@ -231,6 +231,9 @@ def test_the_loop_wakes_at_the_next_known_end_when_it_comes_before_its_interval(
     assert services.seconds_to_next_end(factory) == 5.0
     assert next_wait(1.0, services.seconds_to_next_end(factory)) == 1.0
     assert next_wait(60.0, services.seconds_to_next_end(factory)) == 5.0
+    # What the forecasts took since it was read comes off; due during them: at once.
+    assert next_wait(60.0, 5.0, spent=1.5) == 3.5
+    assert next_wait(60.0, 5.0, spent=7.0) == 0.01
     clock.advance(5)  # due now: the interval rules again, so a stuck pass cannot spin
     assert services.seconds_to_next_end(factory) is None
     assert next_wait(60.0, None) == 60.0

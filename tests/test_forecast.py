@@ -18,6 +18,7 @@ from forecast import (
     Estimate,
     Waiting,
     forecast,
+    forecast_start,
     image_repository,
     later_than,
     median_run_time,
@@ -360,6 +361,91 @@ def test_preemption_grace_delays_a_preemption_to_when_it_ends() -> None:
 # --- Tables ------------------------------------------------------------------------------
 
 
+# --- One start, for a preview ------------------------------------------------------------
+
+
+def test_the_start_of_one_job_is_the_forecasts_and_the_simulation_stops_there() -> None:
+    chain = [queued(id, duration=10) for id in range(2, 40)]
+    holder = running(1, started=NOW - 5, duration=10)
+    calls: list[float] = []
+    real = forecast_module.run_pass
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1.0)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    with mock.patch.object(forecast_module, "run_pass", counted):
+        start = forecast_start(gpus(1), [holder], chain, NOW, POLICY, target=4, history={})
+        to_target = len(calls)
+        full = forecast(gpus(1), [holder], chain, NOW, POLICY, history={})
+
+    assert start == Estimate(NOW + 25, None, "declared", None)
+    assert full[4].start_at == start.start_at
+    # A call of the pass per start: at NOW + 5, + 15 and + 25, then it stops; the whole
+    # forecast goes on through all 38 starts.
+    assert to_target == 3
+    assert len(calls) - to_target == 38
+
+
+def test_the_start_of_one_job_behind_history_says_history() -> None:
+    from_history = running(1, started=NOW - 30)  # 100 s in all: ends at NOW + 70
+    later = queued(2, duration=100)
+
+    start = forecast_start(
+        gpus(1), [from_history], [later], NOW, POLICY, target=2, history={1: 100.0}
+    )
+
+    assert start == Estimate(NOW + 70, None, "history", None)
+
+
+def test_the_start_of_one_job_is_unknown_for_the_forecasts_reasons() -> None:
+    endless = running(1, duration=None)
+    behind = queued(2, duration=10)
+    untimed = queued(3, gpu=0)
+    cluster = gpus(1)
+
+    def start_of(target: int, **options: float) -> Estimate:
+        return forecast_start(
+            cluster,
+            [endless],
+            [behind, untimed],
+            NOW,
+            POLICY,
+            target=target,
+            history={},
+            **options,  # type: ignore[arg-type]
+        )
+
+    full = forecast(cluster, [endless], [behind, untimed], NOW, POLICY, history={})
+    assert (
+        start_of(2)
+        == full[2]
+        == Estimate(
+            None,
+            None,
+            "unknown",
+            "waits for room held by deployment 1, which has no duration and fewer than 3 "
+            "completed runs of its image",
+        )
+    )
+    # Without a duration of its own, its start is not given even though it could start.
+    assert start_of(3) == full[3]
+    assert (
+        full[3].reason
+        == "deployment 3 has no duration and fewer than 3 completed runs of its image"
+    )
+    with pytest.raises(ValueError):
+        start_of(1)  # running, not pending
+
+
+def test_the_start_of_one_job_past_the_horizon_is_later_than_it() -> None:
+    chain = [queued(id, duration=10) for id in range(1, 6)]
+
+    start = forecast_start(gpus(1), [], chain, NOW, POLICY, target=5, history={}, max_events=3)
+
+    assert start == Estimate(None, None, "unknown", later_than(NOW + 20))
+
+
 @pytest.mark.parametrize(
     ("reference", "repository"),
     [
@@ -612,3 +698,38 @@ def test_a_shorter_horizon_keeps_the_estimates_it_reaches(scenario: Scenario, ca
             assert estimate == full[job_id]
         else:
             assert estimate.reason is not None
+
+
+@FAST
+@given(scenarios() | scenarios(crowded=True), st.sampled_from([1, 3, 64]), st.integers(1, 8))
+def test_the_start_of_one_job_is_what_the_whole_forecast_says(
+    scenario: Scenario, batch_size: int, cap: int
+) -> None:
+    cluster, jobs_running, queue, policy = scenario
+
+    with mock.patch.object(forecast_module, "BATCH_SIZE", batch_size):
+        for events in (forecast_module.DEFAULT_MAX_EVENTS, cap):
+            full = forecast(
+                cluster, jobs_running, queue, NOW, policy, history={}, max_events=events
+            )
+            for entry in queue:
+                target = entry.job.id
+                alone = forecast_start(
+                    cluster,
+                    jobs_running,
+                    queue,
+                    NOW,
+                    policy,
+                    target=target,
+                    history={},
+                    max_events=events,
+                )
+                whole = full[target]
+                if whole.basis != "unknown":
+                    assert alone == replace(whole, end_at=None)
+                elif alone.basis == "unknown":
+                    assert alone == whole
+                else:
+                    # Started within the horizon, but its run's end lies past it.
+                    assert whole.reason is not None and whole.reason.startswith("later than")
+                    assert alone.start_at is not None and alone.start_at >= NOW

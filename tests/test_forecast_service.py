@@ -13,6 +13,7 @@ from workloads import Team, make_team
 
 import forecast
 import services
+from services.forecasting import recheck_at
 
 
 def _tick(app: Any) -> None:
@@ -146,3 +147,54 @@ def test_a_preempted_deployment_shows_no_estimate_of_its_ended_run_until_the_nex
     assert _at(forecast_after["estimated_start_at"]) == _at(team.get(urgent)["started_at"]) + (
         timedelta(seconds=100)
     )
+
+
+def test_a_history_estimate_that_passed_is_forecast_again_once_and_not_every_tick(
+    client: TestClient, app: Any, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=1)
+    for seconds in (50, 60, 300):
+        _run_to_completion(team, clock, seconds, "ghcr.io/acme/train:1.0")
+    started = clock.now()
+    job = team.deploy(gpu=1, docker_image="ghcr.io/acme/train:1.0")  # 60 s by its history
+    behind = team.deploy(gpu=1, duration_seconds=10)
+    factory = app.state.session_factory
+    _tick(app)
+    assert _at(team.get(job)["estimated_end_at"]) == started + timedelta(seconds=60)
+
+    clock.advance(30)
+    nothing_passed = services.refresh_forecasts(factory)
+    clock.advance(40)  # it overruns its median by 10 s
+    passed = services.refresh_forecasts(factory)
+
+    assert (nothing_passed, passed) == (0, 1)
+    now = clock.now()
+    assert _at(team.get(job)["estimated_end_at"]) == now  # not in the past: it ends any moment
+    assert _at(team.get(behind)["estimated_start_at"]) == now
+    assert team.get(behind)["estimate_basis"] == "history"
+    # Looked at again a loop interval later at the soonest (here an hour), not every tick.
+    clock.advance(5)
+    assert services.refresh_forecasts(factory) == 0
+
+
+@pytest.mark.parametrize(
+    ("end", "start", "floor", "expected"),
+    [
+        (150.0, 40.0, 1.0, 150.0),  # ahead: when it comes
+        (100.0, 40.0, 1.0, 106.0),  # overrun after 60 s of run: a tenth of that later
+        (100.0, 95.0, 1.0, 101.0),  # a short run: the floor
+        (100.0, 40.0, 30.0, 130.0),  # never sooner than the floor
+    ],
+)
+def test_an_overrun_is_rechecked_after_a_tenth_of_its_run_so_far(
+    end: float, start: float, floor: float, expected: float
+) -> None:
+    running = forecast.Estimate(start, end, "history", None)
+    pending_later = forecast.Estimate(200.0, 210.0, "history", None)
+    pending_now = forecast.Estimate(100.0, 110.0, "history", None)  # rides on the overrun
+    declared = forecast.Estimate(120.0, 130.0, "declared", None)
+    estimates = {1: running, 2: pending_later, 3: pending_now, 4: declared}
+
+    assert recheck_at(estimates, {1}, 100.0, floor) == expected
+    assert recheck_at({4: declared}, set(), 100.0, floor) is None
+    assert recheck_at({2: pending_later, 4: declared}, set(), 100.0, floor) == 200.0

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from conftest import ManualClock
+import pytest
+from conftest import ON_POSTGRES, ManualClock
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 from workloads import make_team
 
+import services
 from helpers import member_with_role
 from models import Cluster, Deployment, DeploymentEvent
+from services.forecasting import StartQuestion
 
 
 def _stored(app: Any) -> tuple[int, int, list[tuple[int, str]], int]:
@@ -82,3 +86,114 @@ def test_a_preview_has_the_validation_and_roles_of_a_create(client: TestClient) 
     assert too_big.status_code == 422
     assert as_viewer.status_code == 403
     assert unknown_dependency.status_code == 422
+
+
+def _tick(app: Any) -> None:
+    """One loop tick: the passes, then the forecasts of clusters whose state moved."""
+    services.run_periodic_passes(app.state.session_factory)
+    services.refresh_forecasts(app.state.session_factory)
+
+
+def _at(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def test_a_preview_of_a_waiting_deployment_gives_the_start_the_forecast_and_the_run_give(
+    client: TestClient, app: Any, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=1)
+    team.deploy(gpu=1, duration_seconds=100)
+    team.deploy(gpu=1, duration_seconds=50)
+    started = clock.now()
+    clock.advance(10)
+    before = _stored(app)
+
+    body = client.post(
+        "/deployment/preview", json=team.body(gpu=1, duration_seconds=30), headers=team.headers
+    ).json()
+
+    expected = started + timedelta(seconds=150)
+    assert (body["would_start"], body["queue_position"]) == (False, 2)
+    assert (_at(body["estimated_start_at"]), body["estimate_basis"]) == (expected, "declared")
+    assert _stored(app) == before
+    # The same create, forecast by the loop, then run: the same start.
+    created = team.deploy(gpu=1, duration_seconds=30)
+    _tick(app)
+    assert _at(team.get(created)["estimated_start_at"]) == expected
+    clock.advance(90)
+    _tick(app)
+    clock.advance(50)
+    _tick(app)
+    assert _at(team.get(created)["started_at"]) == expected
+
+
+def test_a_preview_behind_a_deployment_of_unknown_duration_has_no_start(
+    client: TestClient, app: Any
+) -> None:
+    team = make_team(client, gpu=1)
+    team.deploy(gpu=1)  # no duration, no history
+    before = _stored(app)
+
+    body = client.post(
+        "/deployment/preview", json=team.body(gpu=1, duration_seconds=30), headers=team.headers
+    ).json()
+
+    assert (body["would_start"], body["estimated_start_at"], body["estimate_basis"]) == (
+        False,
+        None,
+        "unknown",
+    )
+    assert _stored(app) == before
+
+
+def test_a_preview_behind_a_run_known_from_history_says_history(
+    client: TestClient, app: Any, clock: ManualClock
+) -> None:
+    team = make_team(client, gpu=1)
+    for seconds in (50, 60, 300):
+        job = team.deploy(gpu=1, docker_image="ghcr.io/acme/train:1.0")
+        clock.advance(seconds)
+        team.report(job, "completed")
+    team.deploy(gpu=1, docker_image="ghcr.io/acme/train:2.0")  # 60 s by its history
+    started = clock.now()
+    clock.advance(20)
+
+    body = client.post(
+        "/deployment/preview", json=team.body(gpu=1, duration_seconds=30), headers=team.headers
+    ).json()
+
+    assert (_at(body["estimated_start_at"]), body["estimate_basis"]) == (
+        started + timedelta(seconds=60),
+        "history",
+    )
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite holds its write lock to the transaction end")
+def test_a_preview_simulates_after_its_savepoint_let_go_of_the_cluster_lock(
+    client: TestClient, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = make_team(client, gpu=1)
+    team.deploy(gpu=1, duration_seconds=100)
+    answer = StartQuestion.answer
+    free_while_simulating: list[bool] = []
+
+    def try_the_lock(question: StartQuestion) -> Any:
+        with app.state.engine.connect() as other:
+            try:
+                other.execute(
+                    text("SELECT id FROM clusters WHERE name = :name FOR UPDATE NOWAIT"),
+                    {"name": team.cluster},
+                )
+                free_while_simulating.append(True)
+            except OperationalError:
+                free_while_simulating.append(False)
+            other.rollback()
+        return answer(question)
+
+    monkeypatch.setattr(StartQuestion, "answer", try_the_lock)
+    body = client.post(
+        "/deployment/preview", json=team.body(gpu=1, duration_seconds=30), headers=team.headers
+    ).json()
+
+    assert body["estimate_basis"] == "declared"
+    assert free_while_simulating == [True]

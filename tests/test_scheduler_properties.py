@@ -9,10 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     Cluster,
     Job,
     Plan,
     Policy,
+    PrioritySums,
     Resources,
     candidate_bounds,
     needs_loading,
@@ -349,3 +352,30 @@ def test_the_incremental_pass_decides_exactly_as_a_pass_over_the_whole_queue(
     assert sorted(incremental.running, key=lambda job: job.id) == sorted(
         whole.running, key=lambda job: job.id
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.integers(PRIORITY_MIN, PRIORITY_MAX),
+        st.builds(Resources, st.integers(0, 50), st.integers(0, 50), st.integers(0, 50)),
+        max_size=150,  # both builds: one by one up to 64 levels, the linear one above
+    ),
+    st.lists(st.integers(PRIORITY_MIN - 2, PRIORITY_MAX + 2), min_size=1, max_size=20),
+)
+def test_priority_sums_answer_the_sum_of_every_level_below(
+    sums: dict[int, Resources], asked: list[int]
+) -> None:
+    tree = PrioritySums(sums)
+    grown = PrioritySums()
+    for priority, amount in sums.items():
+        grown.add(priority, amount + amount, sign=1)
+        grown.add(priority, amount, sign=-1)
+
+    for priority in asked:
+        below = [amount for level, amount in sums.items() if level < priority]
+        expected = Resources(
+            sum(a.cpu for a in below), sum(a.ram for a in below), sum(a.gpu for a in below)
+        )
+        assert tree.below(priority) == grown.below(priority) == expected
+        assert tree.below_parts(priority) == (expected.cpu, expected.ram, expected.gpu)
