@@ -107,7 +107,7 @@ def preview_deployment(
 ) -> schemas.Preview:
     """What a create would do now, decided by the create itself inside a savepoint that is
     then rolled back: nothing is stored, and the request's transaction (with the cluster
-    lock the create took) ends with the answer. One that would wait gets the forecast's
+    lock the create took) ends before any simulation. One that would wait gets the forecast's
     start for it, simulated until it starts, at most as far as the loop's forecast goes."""
     savepoint = session.begin_nested()
     try:
@@ -135,6 +135,9 @@ def preview_deployment(
         start: datetime | None = created.started_at
         basis = "declared"
     else:
+        # Nothing more is read or written: end the transaction before simulating, so the
+        # simulation holds neither PostgreSQL's cluster lock nor SQLite's write turn.
+        session.rollback()
         estimate = question.answer()
         start = moment_of(estimate.start_at)
         basis = estimate.basis
