@@ -90,15 +90,14 @@ def create_deployment(
         for dependency_id in dependency_ids
     )
     record(session, [deployment.id], "created", f"submitted by {user.username}", now)
-    running = schedule_new(session, cluster, deployment, now)
+    schedule_new(session, cluster, deployment, now)
     session.flush()
     session.refresh(deployment)  # the pass wrote its state with bulk updates
     if deployment.status == DeploymentStatus.failed:
         # A dependency died after the check above, in a transaction that committed since:
         # the answer is the check's, and nothing of this create is kept.
         raise Invalid(f"dependencies that can never complete: {deployment.reason}")
-    known = {cluster.id: running} if running is not None else None
-    return deployment_views(session, [deployment], now, known)[0]
+    return deployment_views(session, [deployment], now)[0]
 
 
 def preview_deployment(

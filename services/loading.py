@@ -129,6 +129,70 @@ def running_jobs(session: Session, cluster_id: int) -> list[scheduler.Job]:
     return [job_of(row) for row in rows]
 
 
+def due_jobs(session: Session, cluster_id: int, now: datetime) -> list[scheduler.Job]:
+    """The cluster's running deployments whose stored end has come (`ix_deployments_ends`).
+
+    `ends_at` is what `scheduler.ends_at_of` gives a running deployment (set at its start; a
+    checkpoint leaves it unchanged), so step 1 of a pass needs only these, not the running set.
+    """
+    rows = session.execute(
+        select(*_JOB_COLUMNS).where(
+            Deployment.cluster_id == cluster_id,
+            Deployment.status == RUNNING,
+            Deployment.ends_at <= now,
+        )
+    ).all()
+    return [job_of(row) for row in rows]
+
+
+def top_queued_priority(session: Session, cluster_id: int) -> int | None:
+    """The highest priority among the cluster's eligible pending deployments (None if none):
+    one step into `ix_deployments_queue`."""
+    return session.scalar(
+        select(Deployment.priority)
+        .where(
+            Deployment.cluster_id == cluster_id,
+            Deployment.status == PENDING,
+            Deployment.eligible.is_(True),
+        )
+        .order_by(Deployment.priority.desc())
+        .limit(1)
+    )
+
+
+def running_below(
+    session: Session, cluster: Cluster, priority: int
+) -> tuple[scheduler.Cluster, list[scheduler.Job]]:
+    """The cluster's shape and its running jobs of priority below `priority`, with what
+    running work at or above it holds added to the reservations.
+
+    A pass in which nothing pending ranks above `priority` can never preempt that work
+    (victims rank strictly below their preemptor): to the pass it is held capacity, like a
+    reservation, so it costs one aggregate instead of a row each. A property test checks
+    that the pass decides the same either way."""
+    held = session.execute(
+        select(
+            func.coalesce(func.sum(Deployment.required_cpu), 0),
+            func.coalesce(func.sum(Deployment.required_ram), 0),
+            func.coalesce(func.sum(Deployment.required_gpu), 0),
+        ).where(
+            Deployment.cluster_id == cluster.id,
+            Deployment.status == RUNNING,
+            Deployment.priority >= priority,
+        )
+    ).one()
+    rows = session.execute(
+        select(*_JOB_COLUMNS).where(
+            Deployment.cluster_id == cluster.id,
+            Deployment.status == RUNNING,
+            Deployment.priority < priority,
+        )
+    ).all()
+    reserved = reserved_of(cluster) + scheduler.Resources(*(int(amount) for amount in held))
+    shape = scheduler.Cluster(total=capacity_of(cluster), reserved=reserved)
+    return shape, [job_of(row) for row in rows]
+
+
 def _queued(cluster_id: int) -> Any:
     return select(*_JOB_COLUMNS).where(
         Deployment.cluster_id == cluster_id,
