@@ -42,13 +42,24 @@ def organization_as_member(
     `lock` serialises membership changes, so two admins demoting each other cannot both
     succeed.
     """
-    statement = select(Organization).where(func.lower(Organization.name) == org_name.lower())
+    named = func.lower(Organization.name) == org_name.lower()
+    organization: Organization | None
+    membership: Membership | None
     if lock:
-        statement = statement.with_for_update()
-    organization = session.scalar(statement)
-    membership = (
-        membership_of(session, user.id, organization.id) if organization is not None else None
-    )
+        organization = session.scalar(select(Organization).where(named).with_for_update())
+        membership = (
+            membership_of(session, user.id, organization.id) if organization is not None else None
+        )
+    else:  # one round trip for both
+        row = session.execute(
+            select(Organization, Membership)
+            .outerjoin(
+                Membership,
+                (Membership.organization_id == Organization.id) & (Membership.user_id == user.id),
+            )
+            .where(named)
+        ).first()
+        organization, membership = (row[0], row[1]) if row is not None else (None, None)
     if organization is None or membership is None:
         raise NotFound(f"organization '{org_name}' not found")
     _require(membership.role, minimum, organization.name)
@@ -70,14 +81,18 @@ def member_named(
     return row[0], row[1]
 
 
-def cluster_in(session: Session, organization: Organization, cluster_name: str) -> Cluster:
-    """The organization's cluster of that name (any case), else NotFound."""
-    cluster = session.scalar(
-        select(Cluster).where(
-            Cluster.organization_id == organization.id,
-            func.lower(Cluster.name) == cluster_name.lower(),
-        )
+def cluster_in(
+    session: Session, organization: Organization, cluster_name: str, *, lock: bool = False
+) -> Cluster:
+    """The organization's cluster of that name (any case), else NotFound; with `lock`, read
+    under the row lock of `database.lock_cluster` in the same statement."""
+    statement = select(Cluster).where(
+        Cluster.organization_id == organization.id,
+        func.lower(Cluster.name) == cluster_name.lower(),
     )
+    if lock:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    cluster = session.scalar(statement)
     if cluster is None:
         raise NotFound(f"cluster '{cluster_name}' not found in '{organization.name}'")
     return cluster

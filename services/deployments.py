@@ -53,7 +53,7 @@ def create_deployment(
 ) -> schemas.DeploymentRead:
     """Queue a deployment and schedule it at once: it is running or pending in the answer."""
     organization, _ = organization_as_member(session, user, body.organization_name, Role.developer)
-    cluster = lock_cluster(session, cluster_in(session, organization, body.cluster_name).id)
+    cluster = cluster_in(session, organization, body.cluster_name, lock=True)
     request = scheduler.Resources(body.required_cpu, body.required_ram, body.required_gpu)
     too_big = exceeding(
         request, capacity_of(cluster), "{wanted} {name} requested, {limit} in total"
@@ -90,9 +90,9 @@ def create_deployment(
         for dependency_id in dependency_ids
     )
     record(session, [deployment.id], "created", f"submitted by {user.username}", now)
-    schedule_new(session, cluster, deployment, now)
-    session.flush()
-    session.refresh(deployment)  # the pass wrote its state with bulk updates
+    if not schedule_new(session, cluster, deployment, now):
+        session.flush()
+        session.refresh(deployment)  # the pass wrote its state with bulk updates
     if deployment.status == DeploymentStatus.failed:
         # A dependency died after the check above, in a transaction that committed since:
         # the answer is the check's, and nothing of this create is kept.

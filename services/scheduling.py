@@ -32,7 +32,7 @@ from services.loading import (
     PENDING,
     RUNNING,
     UNFINISHED,
-    cluster_usage,
+    before_create,
     due_jobs,
     job_of,
     policy,
@@ -175,8 +175,9 @@ def schedule_locked_cluster(
     PASS_SECONDS.observe(time.perf_counter() - started)
 
 
-def schedule_new(session: Session, cluster: Cluster, deployment: Deployment, now: datetime) -> None:
-    """The pass after a create.
+def schedule_new(session: Session, cluster: Cluster, deployment: Deployment, now: datetime) -> bool:
+    """The pass after a create; True if it started the deployment through its object (which
+    is then current), False if the pass wrote with bulk updates (the caller re-reads it).
 
     The queue was stable after the last pass, so usually only the new deployment (and the
     starving one that may hold it back) can start. Unless time made room or work since
@@ -187,30 +188,36 @@ def schedule_new(session: Session, cluster: Cluster, deployment: Deployment, now
     changed(cluster)
     session.flush()
     rules = policy()
+    first = before_create(session, cluster.id, now)
     if (
-        _any_due(session, cluster, now)
-        or resolve_ready(session, cluster, now)
+        first.due
+        or (first.waiting and resolve_ready(session, cluster, now))
         or rules.preemption_grace_seconds > 0
     ):
         schedule_locked_cluster(session, cluster, now)
-        return
+        return False
     job = job_of(deployment)
     guard = starvation_guard(session, cluster, now, rules)
     held_back = guard is not None and guard.id != deployment.id
     if deployment.eligible and not held_back:
         # What fits in free capacity needs only the usage aggregate, not the running set.
         shape = shape_of(cluster)
-        held = cluster_usage(session, [cluster.id])[cluster.id].held
-        if job.request.fits_in(shape.total - shape.reserved - held):
-            _start(session, [job], now)
+        if job.request.fits_in(shape.total - shape.reserved - first.held):
+            # Through the object: the create answers from it without reading the row again.
+            deployment.status = RUNNING
+            deployment.started_at = now
+            deployment.checkpointed_at = None
+            deployment.ends_at = _ends_at(job, now)
+            session.flush()
+            record(session, [deployment.id], "started", "started", now)
             PASS_SECONDS.observe(time.perf_counter() - started)
-            return
+            return True
     candidates = [job] if deployment.eligible else []
     if guard is not None and held_back:
         candidates.append(guard)
     if not candidates:
         PASS_SECONDS.observe(time.perf_counter() - started)
-        return
+        return False
     # Only work below the candidates' priorities can be preempted: the rest is held room.
     shape, running = running_below(session, cluster, max(c.priority for c in candidates))
     plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), rules)
@@ -219,6 +226,7 @@ def schedule_new(session: Session, cluster: Cluster, deployment: Deployment, now
     if plan.preempting:
         # A preemption may leave room over that others in the queue can use.
         schedule_locked_cluster(session, cluster, now)
+    return False
 
 
 def apply_plan(
@@ -249,10 +257,6 @@ def _start(session: Session, jobs: list[scheduler.Job], now: datetime) -> None:
     """Mark these jobs running since `now`, each with the end its duration and saved
     work give it."""
 
-    def ends_at(job: scheduler.Job) -> datetime | None:
-        end = scheduler.ends_at_of(replace(job, started_at=now.timestamp(), checkpointed_at=None))
-        return datetime.fromtimestamp(end, UTC) if end is not None else None
-
     session.execute(
         update(Deployment),
         [
@@ -261,12 +265,18 @@ def _start(session: Session, jobs: list[scheduler.Job], now: datetime) -> None:
                 "status": RUNNING,
                 "started_at": now,
                 "checkpointed_at": None,
-                "ends_at": ends_at(job),
+                "ends_at": _ends_at(job, now),
             }
             for job in jobs
         ],
     )
     record(session, [job.id for job in jobs], "started", "started", now)
+
+
+def _ends_at(job: scheduler.Job, now: datetime) -> datetime | None:
+    """When this job, started at `now`, completes (None if it runs until stopped)."""
+    end = scheduler.ends_at_of(replace(job, started_at=now.timestamp(), checkpointed_at=None))
+    return datetime.fromtimestamp(end, UTC) if end is not None else None
 
 
 def _record_preemptions(
@@ -312,16 +322,6 @@ def _record_preemptions(
     cluster.lost_cpu_seconds += lost["cpu"]
     cluster.lost_ram_seconds += lost["ram"]
     cluster.lost_gpu_seconds += lost["gpu"]
-
-
-def _any_due(session: Session, cluster: Cluster, now: datetime) -> bool:
-    """True if a running timed deployment of the cluster has reached its end."""
-    due = select(Deployment.id).where(
-        Deployment.cluster_id == cluster.id,
-        Deployment.status == RUNNING,
-        Deployment.ends_at <= now,
-    )
-    return session.scalar(due.limit(1)) is not None
 
 
 def finish_due(session: Session, cluster: Cluster, now: datetime) -> bool:

@@ -205,12 +205,8 @@ def deployment_views(
         .order_by(DeploymentDependency.depends_on_id)
     ):
         depends_on[deployment_id].append(depends_on_id)
-    clusters = {
-        cluster.id: cluster
-        for cluster in session.scalars(
-            select(Cluster).where(Cluster.id.in_({d.cluster_id for d in deployments}))
-        )
-    }
+    # Usually one cluster, already in the session (its lock was read): no query then.
+    clusters = {i: session.get_one(Cluster, i) for i in {d.cluster_id for d in deployments}}
     usernames = dict(
         session.execute(
             select(User.id, User.username).where(
