@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 import scheduler
@@ -217,15 +217,19 @@ def report_status(
     return deployment_views(session, [deployment], now)[0]
 
 
+# Built once: every create asks it.
+_PENDING_IN_ORGANIZATION = (
+    select(func.count())
+    .select_from(Deployment)
+    .where(Deployment.organization_id == bindparam("organization_id"), Deployment.status == PENDING)
+)
+
+
 def _within_pending_limit(session: Session, organization: Organization) -> None:
     """Refuse a create beyond the organization's pending limit (SPEC §7). Creates in other
     clusters of the organization run at once, so it may be passed by as many as run."""
     limit = get_settings().max_pending_per_organization
-    pending = session.scalar(
-        select(func.count())
-        .select_from(Deployment)
-        .where(Deployment.organization_id == organization.id, Deployment.status == PENDING)
-    )
+    pending = session.scalar(_PENDING_IN_ORGANIZATION, {"organization_id": organization.id})
     if (pending or 0) >= limit:
         raise Conflict(
             f"'{organization.name}' has {pending} pending deployments, the limit per "

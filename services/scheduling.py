@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, String, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, String, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 import scheduler
@@ -340,6 +340,23 @@ def changed(cluster: Cluster) -> None:
     cluster.revision += 1
 
 
+# Built once (every change records events): the statement cache then serves it. On the
+# table, not the entity: the ORM would read a parameter dictionary as rows to insert.
+_RECORD = insert(cast(Table, DeploymentEvent.__table__)).from_select(
+    ["deployment_id", "organization_id", "cluster_id", "at", "type", "message"],
+    select(
+        Deployment.id,
+        Deployment.organization_id,
+        Deployment.cluster_id,
+        bindparam("at", type_=Timestamp()),
+        bindparam("type", type_=String()),
+        bindparam("message", type_=String()),
+    )
+    .where(Deployment.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Deployment.id),
+)
+
+
 def record(
     session: Session, deployment_ids: Iterable[int], kind: str, message: str, now: datetime
 ) -> None:
@@ -348,20 +365,7 @@ def record(
     ids = sorted(set(deployment_ids))
     if not ids:
         return
-    rows = (
-        select(
-            Deployment.id,
-            Deployment.organization_id,
-            Deployment.cluster_id,
-            literal(now, Timestamp()),
-            literal(kind, String()),
-            literal(message, String()),
-        )
-        .where(Deployment.id.in_(ids))
-        .order_by(Deployment.id)
-    )
-    columns = ["deployment_id", "organization_id", "cluster_id", "at", "type", "message"]
-    session.execute(insert(DeploymentEvent).from_select(columns, rows))
+    session.execute(_RECORD, {"ids": ids, "at": now, "type": kind, "message": message})
 
 
 def finish(
