@@ -299,6 +299,17 @@ Index(
     Deployment.id,
 )
 
+# The whole queue of a cluster in that order, eligible or not: a queue page reads its rows
+# in order instead of sorting the queue.
+Index(
+    "ix_deployments_queue_order",
+    Deployment.cluster_id,
+    Deployment.status,
+    Deployment.priority.desc(),
+    Deployment.created_at,
+    Deployment.id,
+)
+
 # Is any running deployment of a cluster due? (a create asks before its fast path)
 Index("ix_deployments_ends", Deployment.cluster_id, Deployment.status, Deployment.ends_at)
 # Unfinished deployments of every cluster (metrics), whatever the stored history.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 import scheduler
@@ -54,7 +54,7 @@ def create_deployment(
 ) -> schemas.DeploymentRead:
     """Queue a deployment and schedule it at once: it is running or pending in the answer."""
     organization, _ = organization_as_member(session, user, body.organization_name, Role.developer)
-    cluster = lock_cluster(session, cluster_in(session, organization, body.cluster_name).id)
+    cluster = cluster_in(session, organization, body.cluster_name, lock=True)
     request = scheduler.Resources(body.required_cpu, body.required_ram, body.required_gpu)
     too_big = exceeding(
         request, capacity_of(cluster), "{wanted} {name} requested, {limit} in total"
@@ -91,15 +91,14 @@ def create_deployment(
         for dependency_id in dependency_ids
     )
     record(session, [deployment.id], "created", f"submitted by {user.username}", now)
-    running = schedule_new(session, cluster, deployment, now)
-    session.flush()
-    session.refresh(deployment)  # the pass wrote its state with bulk updates
+    if not schedule_new(session, cluster, deployment, now):
+        session.flush()
+        session.refresh(deployment)  # the pass wrote its state with bulk updates
     if deployment.status == DeploymentStatus.failed:
         # A dependency died after the check above, in a transaction that committed since:
         # the answer is the check's, and nothing of this create is kept.
         raise Invalid(f"dependencies that can never complete: {deployment.reason}")
-    known = {cluster.id: running} if running is not None else None
-    return deployment_views(session, [deployment], now, known)[0]
+    return deployment_views(session, [deployment], now)[0]
 
 
 def preview_deployment(
@@ -237,15 +236,19 @@ def report_status(
     return deployment_views(session, [deployment], now)[0]
 
 
+# Built once: every create asks it.
+_PENDING_IN_ORGANIZATION = (
+    select(func.count())
+    .select_from(Deployment)
+    .where(Deployment.organization_id == bindparam("organization_id"), Deployment.status == PENDING)
+)
+
+
 def _within_pending_limit(session: Session, organization: Organization) -> None:
     """Refuse a create beyond the organization's pending limit (SPEC §7). Creates in other
     clusters of the organization run at once, so it may be passed by as many as run."""
     limit = get_settings().max_pending_per_organization
-    pending = session.scalar(
-        select(func.count())
-        .select_from(Deployment)
-        .where(Deployment.organization_id == organization.id, Deployment.status == PENDING)
-    )
+    pending = session.scalar(_PENDING_IN_ORGANIZATION, {"organization_id": organization.id})
     if (pending or 0) >= limit:
         raise Conflict(
             f"'{organization.name}' has {pending} pending deployments, the limit per "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 import scheduler
@@ -129,6 +129,70 @@ def running_jobs(session: Session, cluster_id: int) -> list[scheduler.Job]:
     return [job_of(row) for row in rows]
 
 
+def due_jobs(session: Session, cluster_id: int, now: datetime) -> list[scheduler.Job]:
+    """The cluster's running deployments whose stored end has come (`ix_deployments_ends`).
+
+    `ends_at` is what `scheduler.ends_at_of` gives a running deployment (set at its start; a
+    checkpoint leaves it unchanged), so step 1 of a pass needs only these, not the running set.
+    """
+    rows = session.execute(
+        select(*_JOB_COLUMNS).where(
+            Deployment.cluster_id == cluster_id,
+            Deployment.status == RUNNING,
+            Deployment.ends_at <= now,
+        )
+    ).all()
+    return [job_of(row) for row in rows]
+
+
+def top_queued_priority(session: Session, cluster_id: int) -> int | None:
+    """The highest priority among the cluster's eligible pending deployments (None if none):
+    one step into `ix_deployments_queue`."""
+    return session.scalar(
+        select(Deployment.priority)
+        .where(
+            Deployment.cluster_id == cluster_id,
+            Deployment.status == PENDING,
+            Deployment.eligible.is_(True),
+        )
+        .order_by(Deployment.priority.desc())
+        .limit(1)
+    )
+
+
+def running_below(
+    session: Session, cluster: Cluster, priority: int
+) -> tuple[scheduler.Cluster, list[scheduler.Job]]:
+    """The cluster's shape and its running jobs of priority below `priority`, with what
+    running work at or above it holds added to the reservations.
+
+    A pass in which nothing pending ranks above `priority` can never preempt that work
+    (victims rank strictly below their preemptor): to the pass it is held capacity, like a
+    reservation, so it costs one aggregate instead of a row each. A property test checks
+    that the pass decides the same either way."""
+    held = session.execute(
+        select(
+            func.coalesce(func.sum(Deployment.required_cpu), 0),
+            func.coalesce(func.sum(Deployment.required_ram), 0),
+            func.coalesce(func.sum(Deployment.required_gpu), 0),
+        ).where(
+            Deployment.cluster_id == cluster.id,
+            Deployment.status == RUNNING,
+            Deployment.priority >= priority,
+        )
+    ).one()
+    rows = session.execute(
+        select(*_JOB_COLUMNS).where(
+            Deployment.cluster_id == cluster.id,
+            Deployment.status == RUNNING,
+            Deployment.priority < priority,
+        )
+    ).all()
+    reserved = reserved_of(cluster) + scheduler.Resources(*(int(amount) for amount in held))
+    shape = scheduler.Cluster(total=capacity_of(cluster), reserved=reserved)
+    return shape, [job_of(row) for row in rows]
+
+
 def _queued(cluster_id: int) -> Any:
     return select(*_JOB_COLUMNS).where(
         Deployment.cluster_id == cluster_id,
@@ -145,18 +209,74 @@ def _fits(limit: scheduler.Resources) -> tuple[ColumnElement[bool], ...]:
     )
 
 
+# Statements of the create path are built once, with bound parameters: building a
+# statement and its cache key costs more CPU than SQLite takes to run most of them.
+_STARVING = (
+    select(*_JOB_COLUMNS)
+    .where(
+        Deployment.cluster_id == bindparam("cluster_id"),
+        Deployment.status == PENDING,
+        Deployment.eligible.is_(True),
+        Deployment.waiting_since < bindparam("cutoff"),
+        Deployment.required_cpu <= bindparam("cpu"),
+        Deployment.required_ram <= bindparam("ram"),
+        Deployment.required_gpu <= bindparam("gpu"),
+    )
+    .order_by(*QUEUE_ORDER)
+    .limit(1)
+)
+
+
 def starvation_guard(
     session: Session, cluster: Cluster, now: datetime, policy: scheduler.Policy
 ) -> scheduler.Job | None:
     """The first deployment in queue order that has starved and could ever fit, if any."""
     cutoff = now - timedelta(seconds=policy.starvation_seconds)
-    row = session.execute(
-        _queued(cluster.id)
-        .where(Deployment.waiting_since < cutoff, *_fits(capacity_of(cluster)))
-        .order_by(*QUEUE_ORDER)
-        .limit(1)
-    ).first()
+    parameters = {
+        "cluster_id": cluster.id,
+        "cutoff": cutoff,
+        "cpu": cluster.total_cpu,
+        "ram": cluster.total_ram,
+        "gpu": cluster.total_gpu,
+    }
+    row = session.execute(_STARVING, parameters).first()
     return job_of(row) if row is not None else None
+
+
+def _in_cluster(*conditions: ColumnElement[bool]) -> Any:
+    # Uncorrelated: these subqueries sit in a SELECT over the same table.
+    return (
+        select(Deployment.id)
+        .where(Deployment.cluster_id == bindparam("cluster_id"), *conditions)
+        .correlate(None)
+        .exists()
+    )
+
+
+_BEFORE_CREATE = select(
+    _in_cluster(Deployment.status == RUNNING, Deployment.ends_at <= bindparam("now")),
+    _in_cluster(Deployment.status == PENDING, Deployment.eligible.is_(False)),
+    func.coalesce(func.sum(Deployment.required_cpu), 0),
+    func.coalesce(func.sum(Deployment.required_ram), 0),
+    func.coalesce(func.sum(Deployment.required_gpu), 0),
+).where(Deployment.cluster_id == bindparam("cluster_id"), Deployment.status == RUNNING)
+
+
+@dataclass(frozen=True)
+class BeforeCreate:
+    """What a create's pass asks first, in one round trip."""
+
+    due: bool  # a running timed deployment of the cluster has reached its end
+    waiting: bool  # a deployment of the cluster waits on dependencies
+    held: scheduler.Resources  # the requests of the running deployments, summed
+
+
+def before_create(session: Session, cluster_id: int, now: datetime) -> BeforeCreate:
+    """Whether anything is due or waits on dependencies, and what running work holds."""
+    due, waiting, cpu, ram, gpu = session.execute(
+        _BEFORE_CREATE, {"cluster_id": cluster_id, "now": now}
+    ).one()
+    return BeforeCreate(bool(due), bool(waiting), scheduler.Resources(int(cpu), int(ram), int(gpu)))
 
 
 def queue_fetcher(session: Session, cluster: Cluster) -> scheduler.Fetch:

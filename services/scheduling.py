@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, String, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, String, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 import scheduler
@@ -32,13 +32,15 @@ from services.loading import (
     PENDING,
     RUNNING,
     UNFINISHED,
-    cluster_usage,
+    before_create,
+    due_jobs,
     job_of,
     policy,
     queue_fetcher,
-    running_jobs,
+    running_below,
     shape_of,
     starvation_guard,
+    top_queued_priority,
 )
 from utils import utcnow
 
@@ -146,35 +148,36 @@ def _clusters_with_work() -> Any:
 
 def schedule_locked_cluster(
     session: Session, cluster: Cluster, now: datetime | None = None
-) -> list[scheduler.Job]:
-    """A full scheduling pass (SPEC §5) over a cluster whose row this transaction has locked;
-    returns the running jobs after it.
+) -> None:
+    """A full scheduling pass (SPEC §5) over a cluster whose row this transaction has locked.
 
     It finishes elapsed deployments, resolves dependencies (so dependents of what just
     finished can start in this very pass), then sweeps the queue. The queue is stable after
     every pass, so instead of loading it whole the scheduler asks for the few deployments
-    that could start now, a batch at a time.
+    that could start now, a batch at a time; and of the running set it gets only what the
+    queue could preempt (`running_below`): nothing at all when nothing is eligible.
     """
     started = time.perf_counter()
     now = now or utcnow()
-    rules, shape = policy(), shape_of(cluster)
-    finishing = scheduler.run_pass(
-        shape, running_jobs(session, cluster.id), [], now.timestamp(), rules
-    )
-    running = apply_plan(session, cluster, finishing, now)
+    rules = policy()
+    finish_due(session, cluster, now)
     resolve_ready(session, cluster, now)
-    plan = scheduler.run_pass_incrementally(
-        shape, running, now.timestamp(), queue_fetcher(session, cluster), rules, CANDIDATE_BATCH
-    )
-    running = apply_plan(session, cluster, plan, now)
+    top = top_queued_priority(session, cluster.id)
+    if top is not None:
+        if not (rules.priority_order and rules.backfill):
+            top = scheduler.PRIORITY_MAX + 1  # other orders may load anyone: load everything
+        shape, running = running_below(session, cluster, top)
+        fetch = queue_fetcher(session, cluster)
+        plan = scheduler.run_pass_incrementally(
+            shape, running, now.timestamp(), fetch, rules, CANDIDATE_BATCH
+        )
+        apply_plan(session, cluster, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
-    return running
 
 
-def schedule_new(
-    session: Session, cluster: Cluster, deployment: Deployment, now: datetime
-) -> list[scheduler.Job] | None:
-    """The pass after a create; returns the running jobs after it when it loaded them.
+def schedule_new(session: Session, cluster: Cluster, deployment: Deployment, now: datetime) -> bool:
+    """The pass after a create; True if it started the deployment through its object (which
+    is then current), False if the pass wrote with bulk updates (the caller re-reads it).
 
     The queue was stable after the last pass, so usually only the new deployment (and the
     starving one that may hold it back) can start. Unless time made room or work since
@@ -184,32 +187,46 @@ def schedule_new(
     started = time.perf_counter()
     changed(cluster)
     session.flush()
-    rules, shape = policy(), shape_of(cluster)
-    if _any_due(session, cluster, now) or resolve_ready(session, cluster, now):
-        return schedule_locked_cluster(session, cluster, now)
-    if rules.preemption_grace_seconds > 0:
-        return schedule_locked_cluster(session, cluster, now)
+    rules = policy()
+    first = before_create(session, cluster.id, now)
+    if (
+        first.due
+        or (first.waiting and resolve_ready(session, cluster, now))
+        or rules.preemption_grace_seconds > 0
+    ):
+        schedule_locked_cluster(session, cluster, now)
+        return False
     job = job_of(deployment)
     guard = starvation_guard(session, cluster, now, rules)
     held_back = guard is not None and guard.id != deployment.id
     if deployment.eligible and not held_back:
         # What fits in free capacity needs only the usage aggregate, not the running set.
-        held = cluster_usage(session, [cluster.id])[cluster.id].held
-        if job.request.fits_in(shape.total - shape.reserved - held):
-            _start(session, [job], now)
+        shape = shape_of(cluster)
+        if job.request.fits_in(shape.total - shape.reserved - first.held):
+            # Through the object: the create answers from it without reading the row again.
+            deployment.status = RUNNING
+            deployment.started_at = now
+            deployment.checkpointed_at = None
+            deployment.ends_at = _ends_at(job, now)
+            session.flush()
+            record(session, [deployment.id], "started", "started", now)
             PASS_SECONDS.observe(time.perf_counter() - started)
-            return None
+            return True
     candidates = [job] if deployment.eligible else []
     if guard is not None and held_back:
         candidates.append(guard)
-    running = running_jobs(session, cluster.id)
+    if not candidates:
+        PASS_SECONDS.observe(time.perf_counter() - started)
+        return False
+    # Only work below the candidates' priorities can be preempted: the rest is held room.
+    shape, running = running_below(session, cluster, max(c.priority for c in candidates))
     plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), rules)
-    running_after = apply_plan(session, cluster, plan, now)
+    apply_plan(session, cluster, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
     if plan.preempting:
         # A preemption may leave room over that others in the queue can use.
-        return schedule_locked_cluster(session, cluster, now)
-    return running_after
+        schedule_locked_cluster(session, cluster, now)
+    return False
 
 
 def apply_plan(
@@ -240,10 +257,6 @@ def _start(session: Session, jobs: list[scheduler.Job], now: datetime) -> None:
     """Mark these jobs running since `now`, each with the end its duration and saved
     work give it."""
 
-    def ends_at(job: scheduler.Job) -> datetime | None:
-        end = scheduler.ends_at_of(replace(job, started_at=now.timestamp(), checkpointed_at=None))
-        return datetime.fromtimestamp(end, UTC) if end is not None else None
-
     session.execute(
         update(Deployment),
         [
@@ -252,12 +265,18 @@ def _start(session: Session, jobs: list[scheduler.Job], now: datetime) -> None:
                 "status": RUNNING,
                 "started_at": now,
                 "checkpointed_at": None,
-                "ends_at": ends_at(job),
+                "ends_at": _ends_at(job, now),
             }
             for job in jobs
         ],
     )
     record(session, [job.id for job in jobs], "started", "started", now)
+
+
+def _ends_at(job: scheduler.Job, now: datetime) -> datetime | None:
+    """When this job, started at `now`, completes (None if it runs until stopped)."""
+    end = scheduler.ends_at_of(replace(job, started_at=now.timestamp(), checkpointed_at=None))
+    return datetime.fromtimestamp(end, UTC) if end is not None else None
 
 
 def _record_preemptions(
@@ -305,22 +324,13 @@ def _record_preemptions(
     cluster.lost_gpu_seconds += lost["gpu"]
 
 
-def _any_due(session: Session, cluster: Cluster, now: datetime) -> bool:
-    """True if a running timed deployment of the cluster has reached its end."""
-    due = select(Deployment.id).where(
-        Deployment.cluster_id == cluster.id,
-        Deployment.status == RUNNING,
-        Deployment.ends_at <= now,
-    )
-    return session.scalar(due.limit(1)) is not None
-
-
 def finish_due(session: Session, cluster: Cluster, now: datetime) -> bool:
     """Step 1 of a pass alone: complete the locked cluster's timed deployments whose time is
-    up; True if any did (the queue then has room to offer)."""
-    plan = scheduler.run_pass(
-        shape_of(cluster), running_jobs(session, cluster.id), [], now.timestamp(), policy()
-    )
+    up; True if any did (the queue then has room to offer). Reads only those that are due."""
+    due = due_jobs(session, cluster.id, now)
+    if not due:
+        return False
+    plan = scheduler.run_pass(shape_of(cluster), due, [], now.timestamp(), policy())
     apply_plan(session, cluster, plan, now)
     return bool(plan.completed)
 
@@ -328,6 +338,23 @@ def finish_due(session: Session, cluster: Cluster, now: datetime) -> bool:
 def changed(cluster: Cluster) -> None:
     """Note that the locked cluster's state moved: its forecast is to be made again."""
     cluster.revision += 1
+
+
+# Built once (every change records events): the statement cache then serves it. On the
+# table, not the entity: the ORM would read a parameter dictionary as rows to insert.
+_RECORD = insert(cast(Table, DeploymentEvent.__table__)).from_select(
+    ["deployment_id", "organization_id", "cluster_id", "at", "type", "message"],
+    select(
+        Deployment.id,
+        Deployment.organization_id,
+        Deployment.cluster_id,
+        bindparam("at", type_=Timestamp()),
+        bindparam("type", type_=String()),
+        bindparam("message", type_=String()),
+    )
+    .where(Deployment.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Deployment.id),
+)
 
 
 def record(
@@ -338,20 +365,7 @@ def record(
     ids = sorted(set(deployment_ids))
     if not ids:
         return
-    rows = (
-        select(
-            Deployment.id,
-            Deployment.organization_id,
-            Deployment.cluster_id,
-            literal(now, Timestamp()),
-            literal(kind, String()),
-            literal(message, String()),
-        )
-        .where(Deployment.id.in_(ids))
-        .order_by(Deployment.id)
-    )
-    columns = ["deployment_id", "organization_id", "cluster_id", "at", "type", "message"]
-    session.execute(insert(DeploymentEvent).from_select(columns, rows))
+    session.execute(_RECORD, {"ids": ids, "at": now, "type": kind, "message": message})
 
 
 def finish(
@@ -437,6 +451,18 @@ def _note_due(session: Session, *cluster_ids: int) -> None:
         session.info.setdefault(CLUSTERS_DUE, set()).update(cluster_ids)
 
 
+# Does any deployment of the cluster wait on dependencies? Built once (a create asks it).
+_ANY_WAITING = (
+    select(Deployment.id)
+    .where(
+        Deployment.cluster_id == bindparam("cluster_id"),
+        Deployment.status == PENDING,
+        Deployment.eligible.is_(False),
+    )
+    .limit(1)
+)
+
+
 def resolve_ready(session: Session, cluster: Cluster, now: datetime) -> bool:
     """Settle this cluster's waiting deployments whose dependencies all completed or one of
     which died, wherever those live; True if any changed. (Their dependencies' passes
@@ -455,6 +481,8 @@ def resolve_ready(session: Session, cluster: Cluster, now: datetime) -> bool:
             .exists()
         )
 
+    if session.scalar(_ANY_WAITING, {"cluster_id": cluster.id}) is None:
+        return False  # nothing waits on dependencies: one index probe, the usual case
     budget = _settle_budget(session)
     ready = list(
         session.scalars(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
 import scheduler
@@ -186,6 +186,15 @@ class WaitExplainer:
         return self.unfinished.get(deployment.id, [])
 
 
+# Built once (every answer with a deployment asks them): the statement cache serves them.
+_DEPENDENCIES = (
+    select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+    .where(DeploymentDependency.deployment_id.in_(bindparam("ids", expanding=True)))
+    .order_by(DeploymentDependency.depends_on_id)
+)
+_USERNAMES = select(User.id, User.username).where(User.id.in_(bindparam("ids", expanding=True)))
+
+
 def deployment_views(
     session: Session,
     deployments: list[Deployment],
@@ -199,25 +208,14 @@ def deployment_views(
         return []
     ids = [d.id for d in deployments]
     depends_on: dict[int, list[int]] = {i: [] for i in ids}
-    for deployment_id, depends_on_id in session.execute(
-        select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
-        .where(DeploymentDependency.deployment_id.in_(ids))
-        .order_by(DeploymentDependency.depends_on_id)
-    ):
+    for deployment_id, depends_on_id in session.execute(_DEPENDENCIES, {"ids": ids}):
         depends_on[deployment_id].append(depends_on_id)
-    clusters = {
-        cluster.id: cluster
-        for cluster in session.scalars(
-            select(Cluster).where(Cluster.id.in_({d.cluster_id for d in deployments}))
-        )
+    # Usually one cluster, already in the session (its lock was read): no query then.
+    clusters = {i: session.get_one(Cluster, i) for i in {d.cluster_id for d in deployments}}
+    creators = sorted({d.created_by_id for d in deployments})
+    usernames: dict[int, str] = {
+        i: name for i, name in session.execute(_USERNAMES, {"ids": creators})
     }
-    usernames = dict(
-        session.execute(
-            select(User.id, User.username).where(
-                User.id.in_({d.created_by_id for d in deployments})
-            )
-        ).all()
-    )
     positions = queue_positions(session, [d for d in deployments if d.status == PENDING])
     explainers: dict[int, WaitExplainer] = {}
     views = []

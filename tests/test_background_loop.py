@@ -157,10 +157,13 @@ def test_a_tick_skips_a_cluster_whose_pass_fails_and_passes_the_others(
     broken_cluster_id = broken.cluster_state()["id"]
     corrupt = broken.deploy(gpu=1, duration_seconds=600)  # timed: the loop visits it
     timed = healthy.deploy(gpu=1, duration_seconds=60)
-    # A running deployment without a start: the scheduler refuses the broken cluster's state.
+    # A running deployment without a start, due (a pass reads only the running rows it can
+    # touch): the scheduler refuses the broken cluster's state.
     with engine.begin() as connection:
         connection.execute(
-            update(Deployment).where(Deployment.id == corrupt["id"]).values(started_at=None)
+            update(Deployment)
+            .where(Deployment.id == corrupt["id"])
+            .values(started_at=None, ends_at=Deployment.created_at)
         )
     clock.advance(60)
 

@@ -18,6 +18,7 @@ from scheduler import (
     PrioritySums,
     Resources,
     candidate_bounds,
+    ends_at_of,
     needs_loading,
     order_key,
     run_pass,
@@ -379,3 +380,31 @@ def test_priority_sums_answer_the_sum_of_every_level_below(
         )
         assert tree.below(priority) == grown.below(priority) == expected
         assert tree.below_parts(priority) == (expected.cpu, expected.ram, expected.gpu)
+
+
+@FAST
+@given(scenarios(priority_order=True), st.integers(1, 4))
+def test_running_work_no_pending_job_outranks_decides_as_held_room(
+    scenario: Scenario, batch_size: int
+) -> None:
+    # What `services.loading.running_below` hands a pass: running work at or above the top
+    # pending priority can never be a victim, so it enters as reserved capacity instead.
+    cluster, running, pending, policy = scenario
+    policy = replace(policy, backfill=True)
+    still_running = [job for job in running if (ends_at_of(job) or NOW + 1) > NOW]
+    whole = run_pass(cluster, still_running, pending, NOW, policy)
+    top = max((job.priority for job in pending), default=PRIORITY_MAX + 1)
+    held = [job for job in still_running if job.priority >= top]
+    folded = Cluster(total=cluster.total, reserved=cluster.reserved + total(held))
+    below = [job for job in still_running if job.priority < top]
+
+    incremental = run_pass_incrementally(
+        folded, below, NOW, list_fetch(pending, folded, policy), policy, batch_size
+    )
+
+    assert sorted(incremental.started) == sorted(whole.started)
+    assert incremental.preempted == whole.preempted
+    assert incremental.held_back_by == whole.held_back_by
+    assert sorted(incremental.running + held, key=lambda job: job.id) == sorted(
+        whole.running, key=lambda job: job.id
+    )

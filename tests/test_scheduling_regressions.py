@@ -84,3 +84,23 @@ def test_room_freed_by_an_elapsed_deployment_goes_to_older_work_before_a_new_cre
     assert team.status(older) == "running"
     assert newer["status"] == "pending"
     assert newer["queue_position"] == 1
+
+
+def test_a_cancel_preempts_from_lower_work_while_higher_work_only_holds_room(
+    client: TestClient, clock: object
+) -> None:
+    # The cancel's pass reads as rows only the running work below the top pending priority
+    # (5 here, M): H stays out of it as held room, and the victim must come from below M.
+    team = make_team(client, cpu=8, ram=8, gpu=4)
+    high = team.deploy(priority=9, gpu=2)
+    low = team.deploy(priority=1, gpu=1)
+    other_high = team.deploy(priority=9, gpu=1)
+    middle = team.deploy(priority=5, gpu=2)
+    assert team.status(middle) == "pending"  # 0 free, and 1 gpu below it: not enough
+
+    team.cancel(other_high)
+
+    assert team.status(middle) == "running"  # 1 free + low's 1
+    assert team.status(low) == "pending"
+    assert team.get(low)["reason"].startswith(f"preempted by deployment {middle['id']}")
+    assert team.status(high) == "running"
