@@ -40,22 +40,46 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
+UrlOption = Annotated[
+    str | None,
+    typer.Option(help="Server (default: HV_URL, else the last one, else http://127.0.0.1:8000)"),
+]
+UsernameOption = Annotated[
+    str | None, typer.Option("--username", "-u", help="Asked when not given")
+]
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input")
+]
+
+
+@app.command()
+def register(
+    url: UrlOption = None,
+    username: UsernameOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Create an account (`POST /user/register`), then log in as it."""
+    server, username, password = _account(url, username, password_stdin)
+    with Api(server) as api:
+        api.post("/user/register", {"username": username, "password": password})
+        say(f"registered {username} on {server}")
+        _log_in(api, username, password)
+
+
 @app.command()
 def login(
-    url: Annotated[
-        str | None,
-        typer.Option(
-            help="Server (default: HV_URL, else the last one, else http://127.0.0.1:8000)"
-        ),
-    ] = None,
-    username: Annotated[
-        str | None, typer.Option("--username", "-u", help="Asked when not given")
-    ] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input")
-    ] = False,
+    url: UrlOption = None,
+    username: UsernameOption = None,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Log in and keep the token in $XDG_CONFIG_HOME/hypervisor/credentials.json (0600)."""
+    server, username, password = _account(url, username, password_stdin)
+    with Api(server) as api:
+        _log_in(api, username, password)
+
+
+def _account(url: str | None, username: str | None, password_stdin: bool) -> tuple[str, str, str]:
+    """The server, username and password a register or login is for."""
     if password_stdin and not username:
         raise typer.BadParameter("--password-stdin needs --username", param_hint="'--username'")
     previous = credentials.stored(os.environ)
@@ -64,22 +88,22 @@ def login(
     )
     if not username:
         username = str(typer.prompt("Username", default=previous.username or None))
-    password = _read_password(password_stdin)
-    with Api(server) as api:
-        token = api.request(
-            "POST", "/user/login", form={"username": username, "password": password}
-        )
+    return server, username, _read_password(password_stdin)
+
+
+def _log_in(api: Api, username: str, password: str) -> None:
+    token = api.request("POST", "/user/login", form={"username": username, "password": password})
     expires_at = now() + timedelta(seconds=int(token["expires_in"]))
     path = credentials.save(
         credentials.Credentials(
-            url=server,
+            url=api.url,
             token=token["access_token"],
             username=username,
             expires_at=expires_at.isoformat(timespec="seconds"),
         ),
         os.environ,
     )
-    say(f"logged in to {server} as {username}")
+    say(f"logged in to {api.url} as {username}")
     note(f"token valid for {render.span(token['expires_in'])}, kept in {path}")
 
 
@@ -106,7 +130,7 @@ def whoami(output: OutputOption = Format.table) -> None:
         console.print(render.organizations_table(me["organizations"]))
 
 
-# After login, logout and whoami, in the order `hv --help` lists them.
+# After register, login, logout and whoami, in the order `hv --help` lists them.
 app.add_typer(org_app, name="org")
 app.add_typer(cluster_app, name="cluster")
 app.command("run")(deployments.run)

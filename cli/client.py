@@ -48,6 +48,26 @@ class Unreachable(HvError):
         super().__init__(f"could not reach {url}: {reason}")
 
 
+class BadUrl(HvError):
+    """A server address that is no http(s) URL: a usage error, nothing was sent."""
+
+    exit_code = 2
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"not a server URL: {url!r} ({reason}); expected http://HOST[:PORT]")
+
+
+def checked_url(url: str) -> str:
+    """`url` without its trailing slash, if it names an http(s) server; else BadUrl."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise BadUrl(url, str(error)) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise BadUrl(url, "no http:// or https:// scheme and host")
+    return url.rstrip("/")
+
+
 class NotLoggedIn(HvError):
     def __init__(self, url: str) -> None:
         super().__init__(f"not logged in to {url}: run `hv login` (or set HV_TOKEN)")
@@ -99,7 +119,7 @@ class Api:
     def __init__(
         self, url: str, token: str = "", transport: httpx.BaseTransport | None = None
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = checked_url(url)
         self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(

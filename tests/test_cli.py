@@ -310,6 +310,28 @@ def test_an_unreachable_server_is_named_and_exits_1(alice: Person) -> None:
         assert done.stderr == f"error: could not reach {closed}: connection refused\n"
 
 
+def test_a_server_address_that_is_no_url_is_a_usage_error_naming_it(alice: Person) -> None:
+    for address in ("http://[::1", "not-a-url", "ftp://127.0.0.1"):
+        done = alice.hv("ps", HV_URL=address)
+
+        assert done.returncode == 2, address
+        assert done.stderr.startswith(f"error: not a server URL: {address!r}"), done.stderr
+
+
+def test_register_creates_the_account_and_logs_in_as_it(server: LiveServer, tmp_path: Path) -> None:
+    person = Person(server, tmp_path / "config")  # registers `person.username` by the API
+    newcomer = unique("newcomer")
+    args = ("register", "--url", server.url, "-u", newcomer, "--password-stdin")
+
+    first = person.hv(*args, input=PASSWORD + "\n")
+    again = person.hv(*args, input=PASSWORD + "\n")
+
+    assert first.returncode == 0, first.stderr
+    assert f"registered {newcomer}" in first.stdout
+    assert person.json("whoami")["username"] == newcomer
+    assert again.returncode == 1 and "taken" in again.stderr.lower(), again.stderr
+
+
 def test_several_organizations_need_org_and_it_picks_one(alice: Person) -> None:
     first, cluster = team(alice)
     second = unique("org")

@@ -494,6 +494,7 @@ def test_cancelling_a_finished_deployment_shows_the_409_on_the_page(org: Org) ->
 
     assert answer.status_code == 409
     assert f"deployment {deployment['id']} is already cancelled" in answer.text
+    assert '<span class="badge">409</span>' in answer.text
 
 
 @pytest.mark.parametrize(
@@ -516,7 +517,7 @@ def test_a_refused_form_shows_why_on_the_page_with_the_apis_status(
 
     assert answer.status_code == 422
     assert message in answer.text
-    assert 'id="form-error"' in answer.text
+    assert 'id="form-error"><span class="badge">422</span>' in answer.text
     assert org.deployments() == []
 
 

@@ -174,6 +174,7 @@ def _render(
             "user": user,
             "csrf_field": cookies.CSRF_FIELD,
             "csrf": cookies.csrf_token(token, settings) if token else "",
+            "status_code": status_code,
             **context,
         },
         status_code=status_code,
