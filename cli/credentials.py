@@ -51,11 +51,15 @@ def stored(environ: Mapping[str, str] = os.environ) -> Credentials:
 
 
 def current(environ: Mapping[str, str] = os.environ) -> Credentials:
-    """The file's credentials with `HV_URL` and `HV_TOKEN` applied on top."""
+    """The file's credentials with `HV_URL` and `HV_TOKEN` applied on top. The stored token
+    goes only to the server it was issued by: an `HV_URL` naming another server gets none
+    (a token of one server must never reach another, perhaps over plain http)."""
     found = stored(environ)
-    url = environ.get("HV_URL") or found.url or DEFAULT_URL
-    token = environ.get("HV_TOKEN") or found.token
-    return Credentials(url=url.rstrip("/"), token=token, username=found.username, expires_at="")
+    url = (environ.get("HV_URL") or found.url or DEFAULT_URL).rstrip("/")
+    same_server = url == found.url.rstrip("/")
+    token = environ.get("HV_TOKEN") or (found.token if same_server else "")
+    username = found.username if same_server else ""
+    return Credentials(url=url, token=token, username=username, expires_at="")
 
 
 def save(credentials: Credentials, environ: Mapping[str, str] = os.environ) -> Path:

@@ -160,17 +160,17 @@ def _timeline(session: Session, cluster_id: int, now: datetime) -> Timeline:
             open_runs[deployment_id] = at
         elif deployment_id in open_runs:  # an end without its start in range is not shown
             closed.append((deployment_id, open_runs.pop(deployment_id), at, kind, message))
-    running = {
-        d.id: d
-        for d in session.scalars(
-            select(Deployment).where(
-                Deployment.cluster_id == cluster_id, Deployment.status == RUNNING
-            )
-        )
-    }
-    for deployment_id, deployment in running.items():
-        if deployment.started_at is not None:
-            open_runs[deployment_id] = deployment.started_at
+    # Running deployments are the most recently active (now), newest id first among them, so
+    # at most TIMELINE_DEPLOYMENTS of them can be shown: read no more, whatever the cluster runs.
+    running = session.execute(
+        select(Deployment.id, Deployment.started_at)
+        .where(Deployment.cluster_id == cluster_id, Deployment.status == RUNNING)
+        .order_by(Deployment.id.desc())
+        .limit(TIMELINE_DEPLOYMENTS)
+    )
+    for deployment_id, started_at in running:
+        if started_at is not None:
+            open_runs[deployment_id] = started_at
     # The deployments active most recently: the latest end or start of each.
     latest: dict[int, datetime] = {}
     for deployment_id, _, ended, _, _ in closed:

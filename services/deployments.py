@@ -6,6 +6,7 @@ answer already shows the pass's decision.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select
@@ -38,6 +39,7 @@ from services.loading import (
     starvation_guard,
 )
 from services.scheduling import (
+    CLUSTERS_DUE,
     changed,
     finish,
     finish_due,
@@ -47,6 +49,13 @@ from services.scheduling import (
 )
 from services.views import deployment_views, queue_of
 from utils import get_settings, utcnow
+
+# A would-wait preview simulates the cluster forward (up to the forecast's caps: about a
+# second of CPU at 10,000 pending). At most this many run at once in a process, so previews
+# cannot crowd out every other request; one that finds them all busy for PREVIEW_WAIT_SECONDS
+# answers with the basis "unknown" rather than queue up.
+PREVIEW_SIMULATIONS = threading.BoundedSemaphore(2)
+PREVIEW_WAIT_SECONDS = 1.0
 
 
 def create_deployment(
@@ -108,6 +117,8 @@ def preview_deployment(
     then rolled back: nothing is stored, and the request's transaction (with the cluster
     lock the create took) ends before any simulation. One that would wait gets the forecast's
     start for it, simulated until it starts, at most as far as the loop's forecast goes."""
+    # Passes the would-be create made due in other clusters belong to it, not to this request.
+    due_before = set(session.info.get(CLUSTERS_DUE, set()))
     savepoint = session.begin_nested()
     try:
         created = create_deployment(session, user, body)
@@ -129,17 +140,24 @@ def preview_deployment(
             question = start_question(session, cluster, created.id, created.created_at)
     finally:
         savepoint.rollback()
+        session.info[CLUSTERS_DUE] = due_before
     would_start = question is None
+    start: datetime | None = None
+    basis = "unknown"
     if question is None:
-        start: datetime | None = created.started_at
+        start = created.started_at
         basis = "declared"
     else:
         # Nothing more is read or written: end the transaction before simulating, so the
         # simulation holds neither PostgreSQL's cluster lock nor SQLite's write turn.
         session.rollback()
-        estimate = question.answer()
-        start = moment_of(estimate.start_at)
-        basis = estimate.basis
+        if PREVIEW_SIMULATIONS.acquire(timeout=PREVIEW_WAIT_SECONDS):
+            try:
+                estimate = question.answer()
+            finally:
+                PREVIEW_SIMULATIONS.release()
+            start = moment_of(estimate.start_at)
+            basis = estimate.basis
     return schemas.Preview(
         would_start=would_start,
         would_preempt=victims,

@@ -302,7 +302,8 @@ def test_usage_errors_exit_2(alice: Person) -> None:
 def test_an_unreachable_server_is_named_and_exits_1(alice: Person) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
 
-    listing = alice.hv("ps", HV_URL=closed)
+    # A token of its own: the stored one is for the server alice logged in to, not this one.
+    listing = alice.hv("ps", HV_URL=closed, HV_TOKEN="a-token")
     login = alice.hv("login", "--url", closed, "-u", "someone", "--password-stdin", input=PASSWORD)
 
     for done in (listing, login):
@@ -520,8 +521,20 @@ def test_credentials_live_under_xdg_config_home_with_env_overrides(tmp_path: Pat
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert credentials.stored(environ) == saved
     assert credentials.current({**environ, "HV_URL": "http://other:2/", "HV_TOKEN": "env"}) == (
-        credentials.Credentials(url="http://other:2", token="env", username="ann")
+        credentials.Credentials(url="http://other:2", token="env")
     )
+    assert credentials.current({**environ, "HV_URL": "http://h:1/"}) == (
+        credentials.Credentials(url="http://h:1", token="t0k", username="ann")
+    )
+
+
+def test_the_stored_token_never_goes_to_another_server_named_by_hv_url(tmp_path: Path) -> None:
+    environ = {"XDG_CONFIG_HOME": str(tmp_path)}
+    credentials.save(credentials.Credentials(url="https://hv.internal", token="secret"), environ)
+
+    elsewhere = credentials.current({**environ, "HV_URL": "http://127.0.0.1:9"})
+
+    assert (elsewhere.url, elsewhere.token) == ("http://127.0.0.1:9", "")
     assert credentials.config_dir({"XDG_CONFIG_HOME": ""}) == Path.home() / ".config/hypervisor"
     assert credentials.forget(environ) is True and credentials.forget(environ) is False
 

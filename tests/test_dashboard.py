@@ -717,6 +717,16 @@ def test_an_overlong_field_is_a_readable_refusal_not_a_bare_422(org: Org) -> Non
     assert org.deployments() == []
 
 
+def test_a_form_action_the_page_does_not_have_creates_nothing(org: Org) -> None:
+    org.admin.log_in()
+
+    answer = org.admin.submit(org.url, {**FORM, "action": "Preview"})
+
+    assert answer.status_code == 422
+    assert "unknown action" in answer.text
+    assert org.deployments() == []
+
+
 @pytest.mark.parametrize(
     "field", ["name", "docker_image", "cpu", "priority", "duration", "depends_on", "action"]
 )
@@ -731,10 +741,11 @@ def test_hostile_form_values_are_refused_readably_never_a_500(org: Org, field: s
         "-1",
         "１２",
     ):
-        answer = org.admin.submit(org.url, {**FORM, field: value, "action": "create"})
+        form = {**FORM, "action": "create", field: value}  # `action` itself hostile too
+        answer = org.admin.submit(org.url, form)
         assert answer.status_code in (303, 422), (field, value, answer.status_code)
 
-    if field in ("cpu", "priority", "duration", "depends_on"):  # none is a whole number
+    if field in ("cpu", "priority", "duration", "depends_on", "action"):  # none is valid
         assert org.deployments() == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -200,3 +201,28 @@ def test_a_preview_simulates_after_its_transaction_let_go_of_the_cluster(
 
     assert body["estimate_basis"] == "declared"
     assert free_while_simulating == [True]
+
+
+def test_a_preview_finding_every_simulation_slot_busy_answers_unknown_at_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Previews that would wait simulate at most PREVIEW_SIMULATIONS at a time: one more
+    answers "unknown" (never a made-up time) instead of queueing CPU-heavy work."""
+    team = make_team(client, gpu=1)
+    team.deploy(gpu=1, duration_seconds=100)
+    busy = threading.BoundedSemaphore(1)
+    busy.acquire()
+    monkeypatch.setattr(services.deployments, "PREVIEW_SIMULATIONS", busy)
+    monkeypatch.setattr(services.deployments, "PREVIEW_WAIT_SECONDS", 0)
+
+    crowded = client.post(
+        "/deployment/preview", json=team.body(gpu=1, duration_seconds=30), headers=team.headers
+    ).json()
+    busy.release()
+    free = client.post(
+        "/deployment/preview", json=team.body(gpu=1, duration_seconds=30), headers=team.headers
+    ).json()
+
+    assert (crowded["would_start"], crowded["queue_position"]) == (False, 1)
+    assert (crowded["estimated_start_at"], crowded["estimate_basis"]) == (None, "unknown")
+    assert free["estimate_basis"] == "declared" and free["estimated_start_at"] is not None

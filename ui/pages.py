@@ -442,6 +442,9 @@ def submit(
             request, user, org_name, cluster_name, status_code, form=form, **context
         )
 
+    if action not in ("create", "preview"):
+        # A button the page does not have: refuse it rather than take it for a create.
+        return again(422, error=f"unknown action {action[:20]!r}: create or preview")
     try:
         body = forms.deployment_body(org_name, cluster_name, form)
     except forms.FormError as error:
