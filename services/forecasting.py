@@ -27,7 +27,15 @@ from database import read_only, try_lock_cluster
 from metrics import FORECAST_SECONDS
 from models import Cluster, Deployment, DeploymentDependency
 from models import DeploymentStatus as Status
-from services.loading import PENDING, RUNNING, UNFINISHED, job_of, policy, shape_of
+from services.loading import (
+    JOB_COLUMNS,
+    PENDING,
+    RUNNING,
+    UNFINISHED,
+    job_of,
+    policy,
+    shape_of,
+)
 from utils import get_settings, utcnow
 
 logger = logging.getLogger(__name__)
@@ -190,22 +198,7 @@ def start_question(
 
 
 # What `job_of`, the dependencies, history and images read of a deployment.
-_COLUMNS = (
-    Deployment.id,
-    Deployment.status,
-    Deployment.eligible,
-    Deployment.priority,
-    Deployment.required_cpu,
-    Deployment.required_ram,
-    Deployment.required_gpu,
-    Deployment.created_at,
-    Deployment.waiting_since,
-    Deployment.started_at,
-    Deployment.duration_seconds,
-    Deployment.saved_seconds,
-    Deployment.checkpointed_at,
-    Deployment.docker_image,
-)
+_COLUMNS = (*JOB_COLUMNS, Deployment.status, Deployment.eligible, Deployment.docker_image)
 
 _State = tuple[list[scheduler.Job], list[forecast.Waiting], dict[int, float], dict[int, str]]
 

@@ -73,7 +73,8 @@ def policy() -> scheduler.Policy:
     )
 
 
-_JOB_COLUMNS = (
+# What `job_of` reads of a deployment (rows are read by name, so others may add columns).
+JOB_COLUMNS = (
     Deployment.id,
     Deployment.priority,
     Deployment.required_cpu,
@@ -122,7 +123,7 @@ def reserved_of(cluster: Cluster) -> scheduler.Resources:
 def running_jobs(session: Session, cluster_id: int) -> list[scheduler.Job]:
     """The cluster's running deployments."""
     rows = session.execute(
-        select(*_JOB_COLUMNS).where(
+        select(*JOB_COLUMNS).where(
             Deployment.cluster_id == cluster_id, Deployment.status == RUNNING
         )
     ).all()
@@ -136,7 +137,7 @@ def due_jobs(session: Session, cluster_id: int, now: datetime) -> list[scheduler
     checkpoint leaves it unchanged), so step 1 of a pass needs only these, not the running set.
     """
     rows = session.execute(
-        select(*_JOB_COLUMNS).where(
+        select(*JOB_COLUMNS).where(
             Deployment.cluster_id == cluster_id,
             Deployment.status == RUNNING,
             Deployment.ends_at <= now,
@@ -182,7 +183,7 @@ def running_below(
         )
     ).one()
     rows = session.execute(
-        select(*_JOB_COLUMNS).where(
+        select(*JOB_COLUMNS).where(
             Deployment.cluster_id == cluster.id,
             Deployment.status == RUNNING,
             Deployment.priority < priority,
@@ -194,7 +195,7 @@ def running_below(
 
 
 def _queued(cluster_id: int) -> Any:
-    return select(*_JOB_COLUMNS).where(
+    return select(*JOB_COLUMNS).where(
         Deployment.cluster_id == cluster_id,
         Deployment.status == PENDING,
         Deployment.eligible.is_(True),
@@ -212,7 +213,7 @@ def _fits(limit: scheduler.Resources) -> tuple[ColumnElement[bool], ...]:
 # Statements of the create path are built once, with bound parameters: building a
 # statement and its cache key costs more CPU than SQLite takes to run most of them.
 _STARVING = (
-    select(*_JOB_COLUMNS)
+    select(*JOB_COLUMNS)
     .where(
         Deployment.cluster_id == bindparam("cluster_id"),
         Deployment.status == PENDING,
