@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 PASSWORD = "correct horse battery"
@@ -119,3 +124,16 @@ def moment(value: str) -> datetime:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     assert parsed.utcoffset() == timedelta(0), value
     return parsed
+
+
+def bench_script(path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import a script under bench/ as a module for its smoke test, leaving neither it in
+    sys.modules nor what its entry point adds to sys.path behind."""
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec.loader.exec_module(module)
+    return module

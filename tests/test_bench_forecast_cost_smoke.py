@@ -3,12 +3,12 @@ of previews through the app, every field reported."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import bench_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "forecast_cost.py"
 
@@ -16,11 +16,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "forecast_cost.py"
 def test_the_smoke_run_times_the_forecast_and_previews_that_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = importlib.util.spec_from_file_location("bench_forecast_cost", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)
-    spec.loader.exec_module(bench)
+    bench = bench_script(SCRIPT, monkeypatch)
 
     code = bench.main(
         ["--running", "30", "--pending", "60", "--rounds", "1", "--out", str(tmp_path)]

@@ -3,12 +3,12 @@ every scenario reported, every estimate matched with a later start, scenario 1 i
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import bench_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "forecast.py"
 
@@ -16,11 +16,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "forecast.py"
 def test_the_smoke_run_matches_every_estimate_with_a_later_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = importlib.util.spec_from_file_location("bench_forecast", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)
-    spec.loader.exec_module(bench)
+    bench = bench_script(SCRIPT, monkeypatch)
 
     bench.main(["--smoke", "--out", str(tmp_path)])
 

@@ -3,10 +3,8 @@ and the replay's checkpoint arithmetic on traces small enough to work out by han
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from helpers import bench_script
 from scheduler import Cluster, Resources
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "simulate.py"
@@ -34,11 +33,7 @@ OUTCOME_KEYS = (
 
 def load_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """Import bench/simulate.py as a module, without leaving it in sys.modules."""
-    spec = importlib.util.spec_from_file_location("bench_simulate", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    module = bench_script(SCRIPT, monkeypatch)
     return module
 
 

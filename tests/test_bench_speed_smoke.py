@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import bench_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "speed.py"
 MEASURES = ["create_vs_running", "create_vs_pending", "queue_page_vs_pending", "metrics_vs_stored"]
@@ -17,12 +17,7 @@ MEASURES = ["create_vs_running", "create_vs_pending", "queue_page_vs_pending", "
 def test_the_smoke_run_measures_every_part_and_writes_its_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = importlib.util.spec_from_file_location("bench_speed", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    speed = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, speed)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the entry point adds bench/ to it
-    spec.loader.exec_module(speed)
+    speed = bench_script(SCRIPT, monkeypatch)
 
     speed.main(["--smoke", "--out", str(tmp_path)])
 

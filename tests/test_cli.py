@@ -229,7 +229,6 @@ def test_run_wait_until_done_follows_a_timed_deployment_to_its_end(alice: Person
 def rest_of_output(process: subprocess.Popen[str]) -> tuple[str, str]:
     """What a process still writes until it exits, read through the same buffered streams
     that `readline` used (`communicate` would skip what they already buffered)."""
-    assert process.stdout is not None and process.stderr is not None
     watchdog = threading.Timer(BOUND, process.kill)
     watchdog.start()
     try:
@@ -250,7 +249,6 @@ def test_run_wait_exits_1_when_the_deployment_ends_failed(alice: Person) -> None
         text=True,
         env=alice.env,
     )
-    assert waiting.stdout is not None
     created = json.loads(waiting.stdout.readline())
 
     with alice.api() as api:
@@ -374,7 +372,6 @@ def test_events_follow_streams_new_events_until_ctrl_c(alice: Person) -> None:
         text=True,
         env=alice.env,
     )
-    assert follower.stdout is not None
     created = alice.json("run", cluster, "nginx", "--cpu", "1", "--name", "web")
 
     lines = [follower.stdout.readline(), follower.stdout.readline()]

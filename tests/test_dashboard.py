@@ -608,6 +608,19 @@ def test_the_timeline_marks_a_preemption_once_one_happens(org: Org, clock: Any) 
     assert f"#{victim['id']} victim" in timeline and f"#{urgent['id']} urgent" in timeline
 
 
+def test_the_timeline_shows_the_most_recently_started_of_many_running(org: Org, clock: Any) -> None:
+    org.admin.log_in()
+    running = [org.deploy(required_cpu=0, required_ram=1)["id"] for _ in range(25)]
+    clock.advance(30)
+
+    page = org.admin.page(org.url)
+
+    timeline = page[page.index('id="timeline"') : page.index('id="timeline-compact"')]
+    assert timeline.count('class="run run-running"') == 20
+    shown = [i for i in running if f"#{i} " in timeline]
+    assert shown == running[-20:]
+
+
 def test_the_timeline_shows_how_each_run_ended(org: Org, clock: Any) -> None:
     org.admin.log_in()
     done = org.deploy(required_gpu=1, duration_seconds=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from workloads import make_team
 
 import services
-from helpers import member_with_role
+from helpers import create_cluster, member_with_role
 from models import Cluster, Deployment, DeploymentEvent
 from services.forecasting import StartQuestion
 
@@ -226,3 +227,33 @@ def test_a_preview_finding_every_simulation_slot_busy_answers_unknown_at_once(
     assert (crowded["would_start"], crowded["queue_position"]) == (False, 1)
     assert (crowded["estimated_start_at"], crowded["estimate_basis"]) == (None, "unknown")
     assert free["estimate_basis"] == "declared" and free["estimated_start_at"] is not None
+
+
+def test_a_preview_leaves_no_passes_due_in_other_clusters(
+    client: TestClient, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A would-be create that ends a due dependency makes its dependents' cluster due; the
+    rollback undoes that end, so the pass it would have caused after the commit is not run."""
+    team = make_team(client, gpu=2)
+    team.deploy(gpu=1)  # holds one GPU throughout
+    dependency = team.deploy(gpu=1, duration_seconds=10)
+    other = replace(team, cluster=create_cluster(client, team.headers, team.org, gpu=1)["name"])
+    other.deploy(gpu=1, depends_on=[dependency["id"]])
+    clock.advance(11)  # the dependency's time is up; no loop has run
+    passes_after_commit: list[set[int]] = []
+    run_after = services.scheduling.run_passes_after_commit
+
+    def spy(factory: Any, due: set[int]) -> None:
+        passes_after_commit.append(set(due))
+        run_after(factory, due)
+
+    monkeypatch.setattr(services.scheduling, "run_passes_after_commit", spy)
+
+    previews = [
+        client.post("/deployment/preview", json=team.body(gpu=gpu), headers=team.headers).json()
+        for gpu in (1, 2)  # would start in the room the dependency frees; would wait
+    ]
+    team.deploy(gpu=1)
+
+    assert [preview["would_start"] for preview in previews] == [True, False]
+    assert len(passes_after_commit) == 1  # the real create's, none of the previews'

@@ -100,7 +100,9 @@ def log_in(page: Any, url: str, username: str, then: str = "/ui/") -> None:
 def seed_acme(url: str, pause: float = 1.0) -> dict[str, Any]:
     """acme-ml as the screenshots show it: an 8-GPU cluster with a reservation, work that
     ran, work that was preempted by an urgent job, and a queue with reasons and estimates;
-    `pause` seconds between the steps, so the timeline has some length."""
+    `pause` seconds between the steps, so the timeline has some length. Only
+    `docs/screenshot.py` calls it, against a real server whose clock is the wall clock:
+    the pauses are the picture's time axis, and no test waits on them."""
     alice = Person.register(url, "alice")
     bob = Person.register(url, "bob")
     alice.create_org("acme-ml")
