@@ -226,6 +226,13 @@ def test_run_wait_until_done_follows_a_timed_deployment_to_its_end(alice: Person
     assert kinds == ["created", "started", "completed"]
 
 
+def interruptible() -> None:
+    """Run in a child before `hv` starts: Ctrl-C (SIGINT) at its default. A test runner
+    started as a background job of a shell without job control inherits SIGINT ignored,
+    and Python then keeps ignoring it, so the tests' Ctrl-C would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def rest_of_output(process: subprocess.Popen[str]) -> tuple[str, str]:
     """What a process still writes until it exits, read through the same buffered streams
     that `readline` used (`communicate` would skip what they already buffered)."""
@@ -371,6 +378,7 @@ def test_events_follow_streams_new_events_until_ctrl_c(alice: Person) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=alice.env,
+        preexec_fn=interruptible,
     )
     created = alice.json("run", cluster, "nginx", "--cpu", "1", "--name", "web")
 
@@ -392,7 +400,13 @@ class Terminal:
         # A terminal echoes what is typed unless the program turns echo off, as a password
         # prompt must.
         self.process = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            close_fds=True,
+            preexec_fn=interruptible,
         )
         os.close(slave)
         self.raw = b""
