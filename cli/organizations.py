@@ -105,7 +105,12 @@ def org_invite(
 
 @org_app.command("join")
 def org_join(
-    code: Annotated[str, typer.Argument(help="Invite code", show_default=False)],
+    code: Annotated[
+        str,
+        typer.Argument(
+            help="Invite code (one that starts with '-' goes after '--')", show_default=False
+        ),
+    ],
     output: OutputOption = Format.table,
 ) -> None:
     """Join an organization with its invite code."""

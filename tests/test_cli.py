@@ -359,7 +359,8 @@ def test_invite_join_role_and_remove(alice: Person, server: LiveServer, tmp_path
     bob.login()
 
     code = alice.ok("org", "invite", org, "--rotate", "--role", "viewer", "--hours", "2").strip()
-    joined = bob.ok("org", "join", code)
+    # `--` first: a code may start with "-" (URL-safe base64), which reads as an option.
+    joined = bob.ok("org", "join", "--", code)
     viewer_cannot = bob.hv("cluster", "create", "gpu-z", "--gpu", "1", "--org", org)
     promoted = alice.json("org", "role", org, bob.username, "developer")
     alice.ok("org", "remove", org, bob.username)
