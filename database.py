@@ -110,6 +110,14 @@ def read_only(session: Session) -> None:
     session.connection(execution_options={READ_ONLY: True})
 
 
+def read_only_session(factory: sessionmaker[Session]) -> Session:
+    """A new session of the factory whose transactions only read, like `read_only`, but
+    marked without a round trip: the mark rides on its bind, so the connection it takes at
+    its first query begins as a reader. Opening it costs no I/O (an event loop may do it)."""
+    engine: Engine = factory.kw["bind"]
+    return factory(bind=engine.execution_options(**{READ_ONLY: True}))
+
+
 def read_snapshot(session: Session) -> None:
     """Like `read_only`, and every statement of the transaction reads the same snapshot:
     REPEATABLE READ on PostgreSQL (by default each of its statements sees the commits made

@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         own_engine = engine is None
         app.state.engine = engine or _migrated_engine(settings.database_url)
         app.state.session_factory = make_session_factory(app.state.engine)
+        app.state.known_users = services.KnownUsers()
         events.reopen_streams(app)
         stop = asyncio.Event()
         loop = asyncio.create_task(_scheduler_loop(app, settings.scheduler_interval_seconds, stop))

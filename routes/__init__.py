@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 import schemas
 import services
-from database import read_only
 from models import User
 from schemas import MAX_ID, NAME_PATTERN
 from utils import Settings, get_settings, user_id_from_token
@@ -23,25 +26,48 @@ oauth2_scheme = OAuth2PasswordBearer(
 )
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back on error
-    (`services.transaction`, which also runs the passes the commit made due elsewhere).
+# The dependencies below are async and do no I/O on the event loop: a request then makes
+# two hops to the thread pool (its route, and its commit) instead of one per dependency.
+
+
+@asynccontextmanager
+async def _unit_of_work(request: Request, *, read_only: bool) -> AsyncIterator[Session]:
+    """The request's transaction (`services.transaction`): opened here, which costs no I/O
+    (the route's first query takes the connection, in the route's thread); committed, or
+    rolled back on an error, in one worker thread, with the passes the commit made due."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    unit = services.transaction(factory, read_only=read_only)
+    session = unit.__enter__()
+    # The end runs whatever happens to the request (shielded from its cancellation) and
+    # outside the pool's capacity: with every pool thread waiting for the SQLite write turn
+    # this transaction holds, a commit queued behind them would never come (FastAPI's own
+    # `contextmanager_in_threadpool` does the same).
+    outside_the_pool = anyio.CapacityLimiter(1)
+    try:
+        yield session
+    except BaseException as error:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(
+                unit.__exit__, type(error), error, error.__traceback__, limiter=outside_the_pool
+            )
+        raise
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(unit.__exit__, None, None, None, limiter=outside_the_pool)
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back on error.
 
     GET requests change nothing, so on SQLite they read a snapshot instead of queueing for
     the write lock."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    with services.transaction(factory) as session:
-        if request.method in ("GET", "HEAD"):
-            read_only(session)
+    async with _unit_of_work(request, read_only=request.method in ("GET", "HEAD")) as session:
         yield session
 
 
-def get_read_session(request: Request) -> Iterator[Session]:
+async def get_read_session(request: Request) -> AsyncIterator[Session]:
     """A transaction that only reads, whatever the method: on SQLite it never queues for
     (or holds) the write lock, e.g. while a login checks a password."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    with services.transaction(factory) as session:
-        read_only(session)
+    async with _unit_of_work(request, read_only=True) as session:
         yield session
 
 
@@ -51,7 +77,12 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def settings_dependency() -> Settings:
+    """The process's settings (`utils.get_settings`), without a hop to the thread pool."""
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dependency)]
 
 # The one mapping of domain errors to status codes: the API's error handler (`main.py`)
 # and the dashboard's pages (`ui/`) answer a refusal with the same code.
@@ -74,18 +105,35 @@ def status_of(error: services.DomainError) -> int:
     return 400
 
 
-def get_current_user(
-    request: Request, settings: SettingsDep, token: Annotated[str, Depends(oauth2_scheme)]
-) -> User:
-    """The user a valid bearer token names, read in a short transaction of its own that
-    only reads: on SQLite a write request then takes the write lock only for its work."""
-    user_id = user_id_from_token(token, settings)
+def _user_id_of(token: str) -> int:
+    user_id = user_id_from_token(token, get_settings())
     if user_id is None:
         raise services.Unauthorized("invalid or expired token")
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    with services.transaction(factory) as session:
-        read_only(session)
-        return services.user_by_id(session, user_id)
+    return user_id
+
+
+def user_of_token(request: Request, token: str) -> User:
+    """The user a valid bearer token names, else Unauthorized. Read once per process
+    (`services.KnownUsers`), in a short transaction of its own that only reads: on SQLite
+    a write request takes the write lock only for its work. Blocking: for sync callers."""
+    user_id = _user_id_of(token)
+    known: services.KnownUsers = request.app.state.known_users
+    user = known.get(user_id)
+    if user is None:
+        with services.transaction(request.app.state.session_factory, read_only=True) as session:
+            user = services.user_by_id(session, user_id)
+        known.remember(user)
+    return user
+
+
+async def get_current_user(request: Request, token: Annotated[str, Depends(oauth2_scheme)]) -> User:
+    """`user_of_token` as a dependency: the signature is checked on the event loop (no
+    I/O), and only a user this process has not read yet costs a hop to the thread pool."""
+    known: services.KnownUsers = request.app.state.known_users
+    user = known.get(_user_id_of(token))
+    if user is not None:
+        return user
+    return await run_in_threadpool(user_of_token, request, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

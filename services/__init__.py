@@ -46,6 +46,7 @@ from services.organizations import (
 )
 from services.scheduling import run_periodic_passes, seconds_to_next_end, transaction
 from services.users import (
+    KnownUsers,
     authenticate,
     describe_me,
     join_organization,
@@ -62,6 +63,7 @@ __all__ = [
     "EventFollower",
     "Forbidden",
     "Invalid",
+    "KnownUsers",
     "NotFound",
     "StreamEnded",
     "Unauthorized",

@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, String, Table, bindparam, func, insert, or
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 import scheduler
-from database import lock_cluster, try_lock_cluster
+from database import lock_cluster, read_only_session, try_lock_cluster
 from metrics import PASS_SECONDS
 from models import Cluster, Deployment, DeploymentDependency, DeploymentEvent, Timestamp
 from models import DeploymentStatus as Status
@@ -64,10 +64,16 @@ MAX_PASSES_AFTER_COMMIT = 100
 
 
 @contextmanager
-def transaction(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+def transaction(
+    session_factory: sessionmaker[Session], *, read_only: bool = False
+) -> Iterator[Session]:
     """One unit of work: committed at the end of the block, rolled back on an error. After
-    the commit, the clusters holding dependents of what it finished get their passes."""
-    with session_factory.begin() as session:
+    the commit, the clusters holding dependents of what it finished get their passes.
+
+    `read_only`: the transaction only reads (`database.read_only_session`). Entering the
+    block does no I/O: the connection is taken at the first query."""
+    opened = read_only_session(session_factory) if read_only else session_factory()
+    with opened as session, session.begin():
         yield session
         due: set[int] = session.info.pop(CLUSTERS_DUE, set())
     if due:

@@ -54,6 +54,25 @@ def user_by_id(session: Session, user_id: int) -> User:
     return user
 
 
+class KnownUsers:
+    """The users this process has read for tokens, by id, so a request names its caller
+    without a query. Nothing renames or deletes a user, so a remembered one never goes
+    stale, in this process or because of another replica; only the id and the username of
+    it are ever read. Bounded: past `limit` entries it starts again from empty."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._users: dict[int, User] = {}
+
+    def get(self, user_id: int) -> User | None:
+        return self._users.get(user_id)
+
+    def remember(self, user: User) -> None:
+        if len(self._users) >= self.limit:
+            self._users = {}  # a new dict: a reader in another thread keeps the old one
+        self._users[user.id] = user
+
+
 def describe_me(session: Session, user: User) -> schemas.Me:
     """The caller with every organization they belong to and their role in it."""
     rows = session.execute(

@@ -25,9 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import schemas
 import services
-from database import read_only
 from models import User
-from routes import get_current_user, status_of
+from routes import status_of, user_of_token
 from routes.events import STREAM_HEADERS, event_stream
 from services import dashboard
 from ui import forms
@@ -126,8 +125,7 @@ def _factory(request: Request) -> sessionmaker[Session]:
 @contextmanager
 def _reading(request: Request) -> Iterator[Session]:
     """A transaction that only reads (on SQLite, a snapshot that never waits for writers)."""
-    with services.transaction(_factory(request)) as session:
-        read_only(session)
+    with services.transaction(_factory(request), read_only=True) as session:
         yield session
 
 
@@ -137,7 +135,7 @@ def _user(request: Request) -> User | None:
     if token is None:
         return None
     try:
-        return get_current_user(request, get_settings(), token)
+        return user_of_token(request, token)
     except services.Unauthorized:
         return None
 
