@@ -312,6 +312,15 @@ Index(
 
 # Is any running deployment of a cluster due? (a create asks before its fast path)
 Index("ix_deployments_ends", Deployment.cluster_id, Deployment.status, Deployment.ends_at)
+# What a cluster's running deployments hold, summed by a create from the index alone.
+Index(
+    "ix_deployments_held",
+    Deployment.cluster_id,
+    Deployment.status,
+    Deployment.required_cpu,
+    Deployment.required_ram,
+    Deployment.required_gpu,
+)
 # Unfinished deployments of every cluster (metrics), whatever the stored history.
 Index("ix_deployments_status_cluster", Deployment.status, Deployment.cluster_id)
 

@@ -40,12 +40,14 @@ from services.loading import (
 )
 from services.scheduling import (
     CLUSTERS_DUE,
+    after_arrival,
+    arrive,
     changed,
     finish,
     finish_due,
     record,
+    record_arrival,
     schedule_locked_cluster,
-    schedule_new,
 )
 from services.views import deployment_views, queue_of
 from utils import get_settings, utcnow
@@ -93,21 +95,25 @@ def create_deployment(
         created_at=now,
         waiting_since=now,
     )
+    arrival = arrive(session, cluster, deployment, now)  # one that starts is written running
     session.add(deployment)
     session.flush()
     session.add_all(
         DeploymentDependency(deployment_id=deployment.id, depends_on_id=dependency_id)
         for dependency_id in dependency_ids
     )
-    record(session, [deployment.id], "created", f"submitted by {user.username}", now)
-    if not schedule_new(session, cluster, deployment, now):
+    record_arrival(session, deployment, user.username, now)
+    if not after_arrival(session, cluster, deployment, arrival, now):
         session.flush()
         session.refresh(deployment)  # the pass wrote its state with bulk updates
     if deployment.status == DeploymentStatus.failed:
         # A dependency died after the check above, in a transaction that committed since:
         # the answer is the check's, and nothing of this create is kept.
         raise Invalid(f"dependencies that can never complete: {deployment.reason}")
-    return deployment_views(session, [deployment], now)[0]
+    known = {deployment.id: dependency_ids}
+    return deployment_views(
+        session, [deployment], now, depends_on=known, usernames={user.id: user.username}
+    )[0]
 
 
 def preview_deployment(

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -181,18 +181,26 @@ def schedule_locked_cluster(
     PASS_SECONDS.observe(time.perf_counter() - started)
 
 
-def schedule_new(session: Session, cluster: Cluster, deployment: Deployment, now: datetime) -> bool:
-    """The pass after a create; True if it started the deployment through its object (which
-    is then current), False if the pass wrote with bulk updates (the caller re-reads it).
+@dataclass(frozen=True)
+class Arrival:
+    """What the pass after a create found before the deployment's row was written."""
+
+    started: bool  # it fits in free capacity: written running, its pass is done
+    whole_pass: bool  # time made room or work was settled: the whole pass runs first
+    guard: scheduler.Job | None  # the starving deployment that holds it back, if any
+
+
+def arrive(session: Session, cluster: Cluster, deployment: Deployment, now: datetime) -> Arrival:
+    """The first half of the pass after a create, asked before the new row exists, so a
+    deployment that starts at once is written running in its one INSERT.
 
     The queue was stable after the last pass, so usually only the new deployment (and the
     starving one that may hold it back) can start. Unless time made room or work since
     then — a timed deployment's end, a dependency settled, a grace period over — which the
-    whole pass must first offer to older work, in queue order.
+    whole pass must first offer to older work, in queue order (`after_arrival`).
     """
     started = time.perf_counter()
     changed(cluster)
-    session.flush()
     rules = policy()
     first = before_create(session, cluster.id, now)
     if (
@@ -200,33 +208,43 @@ def schedule_new(session: Session, cluster: Cluster, deployment: Deployment, now
         or (first.waiting and resolve_ready(session, cluster, now))
         or rules.preemption_grace_seconds > 0
     ):
-        schedule_locked_cluster(session, cluster, now)
-        return False
-    job = job_of(deployment)
+        return Arrival(started=False, whole_pass=True, guard=None)
+    # The new deployment cannot be the starving one: it has only just begun to wait.
     guard = starvation_guard(session, cluster, now, rules)
-    held_back = guard is not None and guard.id != deployment.id
-    if deployment.eligible and not held_back:
+    if deployment.eligible and guard is None:
         # What fits in free capacity needs only the usage aggregate, not the running set.
         shape = shape_of(cluster)
+        job = job_of(deployment)
         if job.request.fits_in(shape.total - shape.reserved - first.held):
-            # Through the object: the create answers from it without reading the row again.
             deployment.status = RUNNING
             deployment.started_at = now
-            deployment.checkpointed_at = None
             deployment.ends_at = _ends_at(job, now)
-            session.flush()
-            record(session, [deployment.id], "started", "started", now)
             PASS_SECONDS.observe(time.perf_counter() - started)
-            return True
-    candidates = [job] if deployment.eligible else []
-    if guard is not None and held_back:
-        candidates.append(guard)
+            return Arrival(started=True, whole_pass=False, guard=None)
+    return Arrival(started=False, whole_pass=False, guard=guard)
+
+
+def after_arrival(
+    session: Session, cluster: Cluster, deployment: Deployment, arrival: Arrival, now: datetime
+) -> bool:
+    """The rest of the pass after a create, once its row is written (`arrive`); True if the
+    deployment's object is current, False if the pass wrote with bulk updates (the caller
+    re-reads it)."""
+    if arrival.started:
+        return True
+    started = time.perf_counter()
+    if arrival.whole_pass:
+        schedule_locked_cluster(session, cluster, now)
+        return False
+    candidates = [job_of(deployment)] if deployment.eligible else []
+    if arrival.guard is not None:
+        candidates.append(arrival.guard)
     if not candidates:
         PASS_SECONDS.observe(time.perf_counter() - started)
-        return False
+        return True
     # Only work below the candidates' priorities can be preempted: the rest is held room.
     shape, running = running_below(session, cluster, max(c.priority for c in candidates))
-    plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), rules)
+    plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), policy())
     apply_plan(session, cluster, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
     if plan.preempting:
@@ -372,6 +390,28 @@ def record(
     if not ids:
         return
     session.execute(_RECORD, {"ids": ids, "at": now, "type": kind, "message": message})
+
+
+_EVENT_ROWS = insert(cast(Table, DeploymentEvent.__table__))
+
+
+def record_arrival(
+    session: Session, deployment: Deployment, submitted_by: str, now: datetime
+) -> None:
+    """A new deployment's first events in one statement: created, and started if `arrive`
+    started it (a pass that starts it later records that itself)."""
+    events = [("created", f"submitted by {submitted_by}")]
+    if deployment.status == RUNNING:
+        events.append(("started", "started"))
+    columns = {
+        "deployment_id": deployment.id,
+        "organization_id": deployment.organization_id,
+        "cluster_id": deployment.cluster_id,
+        "at": now,
+    }
+    session.execute(
+        _EVENT_ROWS, [{**columns, "type": kind, "message": text} for kind, text in events]
+    )
 
 
 def finish(

@@ -200,22 +200,27 @@ def deployment_views(
     deployments: list[Deployment],
     now: datetime,
     running: dict[int, list[scheduler.Job]] | None = None,
+    *,
+    depends_on: dict[int, list[int]] | None = None,
+    usernames: dict[int, str] | None = None,
 ) -> list[schemas.DeploymentRead]:
     """The deployment objects of SPEC §4, with a handful of queries whatever their number.
 
-    `running` may hand over clusters' running jobs that the caller already holds."""
+    The caller may hand over what it holds already, which is then not read: `running`,
+    clusters' running jobs; `depends_on`, each deployment's dependency ids (ascending);
+    `usernames`, their creators' names (a create knows both)."""
     if not deployments:
         return []
     ids = [d.id for d in deployments]
-    depends_on: dict[int, list[int]] = {i: [] for i in ids}
-    for deployment_id, depends_on_id in session.execute(_DEPENDENCIES, {"ids": ids}):
-        depends_on[deployment_id].append(depends_on_id)
+    if depends_on is None:
+        depends_on = {i: [] for i in ids}
+        for deployment_id, depends_on_id in session.execute(_DEPENDENCIES, {"ids": ids}):
+            depends_on[deployment_id].append(depends_on_id)
     # Usually one cluster, already in the session (its lock was read): no query then.
     clusters = {i: session.get_one(Cluster, i) for i in {d.cluster_id for d in deployments}}
-    creators = sorted({d.created_by_id for d in deployments})
-    usernames: dict[int, str] = {
-        i: name for i, name in session.execute(_USERNAMES, {"ids": creators})
-    }
+    if usernames is None:
+        creators = sorted({d.created_by_id for d in deployments})
+        usernames = {i: name for i, name in session.execute(_USERNAMES, {"ids": creators})}
     positions = queue_positions(session, [d for d in deployments if d.status == PENDING])
     explainers: dict[int, WaitExplainer] = {}
     views = []
