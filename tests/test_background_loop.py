@@ -20,7 +20,7 @@ from workloads import make_team
 
 import services
 from helpers import create_cluster, moment
-from main import create_app, next_wait
+from main import FORECAST_SHARE, create_app, next_forecast_at, next_wait
 from models import Deployment
 
 
@@ -240,3 +240,13 @@ def test_the_loop_wakes_at_the_next_known_end_when_it_comes_before_its_interval(
     clock.advance(5)  # due now: the interval rules again, so a stuck pass cannot spin
     assert services.seconds_to_next_end(factory) is None
     assert next_wait(60.0, None) == 60.0
+
+
+def test_forecasts_take_at_most_their_share_of_the_time() -> None:
+    # A forecast of 0.4 s (10,000 pending) ending at t=100 may be followed by the next one
+    # only once forecasting has been a quarter of the time since it began.
+    again = next_forecast_at(100.0, 0.4, share=0.25)
+    assert again == pytest.approx(101.2)
+    assert 0.4 / (again - (100.0 - 0.4)) == pytest.approx(0.25)
+    # A forecast of milliseconds holds the next one back by milliseconds: every tick.
+    assert next_forecast_at(100.0, 0.002) - 100.0 == pytest.approx(0.002 * (1 / FORECAST_SHARE - 1))
