@@ -31,6 +31,10 @@ def test_the_smoke_run_measures_every_part_and_writes_its_report(
         assert row["small"]["errors"] == row["large"]["errors"] == 0, row
         assert row["small"]["p50_ms"] > 0 and row["large"]["p50_ms"] > 0 and row["ratio"] > 0
         assert len(row["small"]["round_p50_ms"]) == len(row["large"]["round_p50_ms"]) == 2
+    floor = report["floor"]["cpu_ms_per_request"]["this"]
+    assert list(floor) == ["healthz", "user_me", "create_refused", "create_starts"]
+    assert all(cost > 0 for cost in floor.values()), floor
+    assert "## 0. What one request costs" in (tmp_path / "speed.md").read_text()
     profile = report["profile"]
     assert len(profile["top_self_time"]) == 10 and profile["profiled_cpu_ms_per_create"] > 0
     assert any("create_deployment" in row["function"] for row in profile["top_app_cumulative"])

@@ -8,6 +8,8 @@ load harness on PostgreSQL, and where a create's time goes.
 
 Parts (each table in bench/results/speed.md, all numbers in speed.json, plot speed.png):
   passes   `scheduler.run_pass` alone, 1,000 running and 100 ... 100,000 pending.
+  floor    server CPU per request, one client: /healthz, /user/me, a create refused by
+           validation, a create that starts; `--compare-dir` runs another checkout beside.
   seed     side by side with the original seed service, one uvicorn process each on its
            own SQLite file, the same client code at 8 and 32 clients, alternating rounds:
            creates/s, p50/p99, server CPU per create (`versus`); `--seed-mode fresh` (a
@@ -27,5 +29,5 @@ rest of the machine was.
 
 Modules: `cli` (options, the run), `client` (HTTP client, bounded drive, percentiles),
 `servers` (processes, set-up, PostgreSQL databases), `fill` (rows through SQL), `versus`,
-`scaling`, `loadrun`, `profiling`, `passes`, `report` (JSON, markdown, plot).
+`floor`, `scaling`, `loadrun`, `profiling`, `passes`, `report` (JSON, markdown, plot).
 """

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __doc__ as overview
-from . import loadrun, passes, profiling, report, scaling, versus
+from . import floor, loadrun, passes, profiling, report, scaling, versus
 from .servers import ROOT, postgres_databases
 
-PARTS = ("passes", "seed", "scaling", "load", "profile")
+PARTS = ("passes", "floor", "seed", "scaling", "load", "profile")
 log = logging.getLogger("bench.speed")
 
 
@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load-requests", type=int, default=5000)
     parser.add_argument("--load-clusters", type=int, default=4)
     parser.add_argument("--profile-creates", type=int, default=300)
+    parser.add_argument(
+        "--compare-dir", type=Path, help="floor: another checkout of Hypervisor, measured beside"
+    )
+    parser.add_argument("--floor-rounds", type=int, default=3)
+    parser.add_argument("--floor-requests", type=int, default=200, help="per step and round")
     args = parser.parse_args(argv)
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = set(args.parts) - set(PARTS)
@@ -54,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.seed_rounds, args.seed_creates, args.clients = 2, 16, "4"
         args.rounds, args.per_round, args.profile_creates = 2, 3, 10
+        args.floor_rounds, args.floor_requests = 1, 5
         args.no_postgres = True
         args.parts = [part for part in args.parts if part != "load"]
     return args
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "passes" in args.parts:
         depths = [100] if args.smoke else [100, 1000, 10_000, 100_000]
         result["passes"] = passes.time_passes(depths, repeats=3 if args.smoke else 5)
+    if "floor" in args.parts:
+        result["floor"] = floor.run(args.floor_rounds, args.floor_requests, args.compare_dir)
     if "seed" in args.parts:
         if args.seed_dir and args.seed_python:
             fresh = args.seed_mode == "fresh"

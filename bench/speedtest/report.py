@@ -35,6 +35,7 @@ def _markdown(result: dict[str, Any]) -> list[str]:
     ]
     if result.get("notes"):
         lines += ["## What the numbers say", "", *[f"- {note}" for note in result["notes"]], ""]
+    lines += _floor(result.get("floor"))
     lines += _versus(result.get("versus_seed"))
     if result.get("versus_seed_sustained"):
         lines += _versus(result["versus_seed_sustained"])
@@ -116,6 +117,26 @@ def _scaling(rows: list[dict[str, Any]] | None) -> list[str]:
             f"| {'yes' if row['within_target'] else 'no'} | {previous} "
             f"| {small['server_cpu_ms']:.1f} / {large['server_cpu_ms']:.1f} | {cancel} |"
         )
+    return lines + [""]
+
+
+def _floor(part: dict[str, Any] | None) -> list[str]:
+    if not part:
+        return []
+    costs = part["cpu_ms_per_request"]
+    names = list(costs)
+    compared = f" (`compared`: {part['compared_dir']})" if part.get("compared_dir") else ""
+    lines = [
+        "## 0. What one request costs the server (one client, SQLite)",
+        "",
+        f"Server CPU ms per request, median of {part['rounds']} alternating rounds of "
+        f"{part['requests_per_round']} requests per step{compared}.",
+        "",
+        "| request | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for step in costs[names[0]]:
+        lines.append(f"| {step} | " + " | ".join(f"{costs[n][step]:.2f}" for n in names) + " |")
     return lines + [""]
 
 

@@ -78,9 +78,12 @@ class Process:
                 self.process.wait(timeout=10)
 
 
-def start_hypervisor(database_url: str, workdir: Path, **settings: str) -> Process:
-    """`python main.py` of this checkout on the URL: no rate limit, cheap bcrypt, a pending
-    limit and starvation age out of the way of the fills (these are not what is measured)."""
+def start_hypervisor(
+    database_url: str, workdir: Path, root: Path | None = None, **settings: str
+) -> Process:
+    """`python main.py` of this checkout (or of the one at `root`) on the URL: no rate limit,
+    cheap bcrypt, a pending limit and starvation age out of the way of the fills (these are
+    not what is measured)."""
     port = free_port()
     env = {
         **os.environ,
@@ -94,7 +97,7 @@ def start_hypervisor(database_url: str, workdir: Path, **settings: str) -> Proce
         "HYPERVISOR_STARVATION_SECONDS": "10000000",
         **{f"HYPERVISOR_{key.upper()}": value for key, value in settings.items()},
     }
-    command = [sys.executable, str(ROOT / "main.py")]
+    command = [sys.executable, str((root or ROOT) / "main.py")]
     return Process(command, env, workdir, port, "/readyz")
 
 
