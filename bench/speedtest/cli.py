@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.seed_rounds, args.seed_creates, args.clients = 2, 16, "4"
         args.rounds, args.per_round, args.profile_creates = 2, 3, 10
-        args.floor_rounds, args.floor_requests = 1, 5
+        args.floor_rounds, args.floor_requests = 1, 20
         args.no_postgres = True
         args.parts = [part for part in args.parts if part != "load"]
     return args

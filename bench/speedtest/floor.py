@@ -45,7 +45,7 @@ LADDER: list[Step] = [
     ("healthz", "GET", "/healthz", lambda _: None, 200),
     ("user_me", "GET", "/user/me", lambda _: None, 200),
     (
-        "create_refused_422",
+        "create_refused",
         "POST",
         "/deployment/create",
         lambda t: _create(t, required_cpu=-1),
