@@ -186,7 +186,8 @@ class Arrival:
     """What the pass after a create found before the deployment's row was written."""
 
     started: bool  # it fits in free capacity: written running, its pass is done
-    whole_pass: bool  # time made room or work was settled: the whole pass runs first
+    whole_pass: bool  # time made room: the whole pass runs first
+    settle: bool  # deployments wait on dependencies: settle them once the row exists
     guard: scheduler.Job | None  # the starving deployment that holds it back, if any
 
 
@@ -203,15 +204,15 @@ def arrive(session: Session, cluster: Cluster, deployment: Deployment, now: date
     changed(cluster)
     rules = policy()
     first = before_create(session, cluster.id, now)
-    if (
-        first.due
-        or (first.waiting and resolve_ready(session, cluster, now))
-        or rules.preemption_grace_seconds > 0
-    ):
-        return Arrival(started=False, whole_pass=True, guard=None)
+    if first.due or rules.preemption_grace_seconds > 0:
+        return Arrival(started=False, whole_pass=True, settle=False, guard=None)
+    if first.waiting or not deployment.eligible:
+        # The new deployment may be one of those waiting (a dependency of it may have died
+        # since its check): settling them reads its row, so after its INSERT.
+        return Arrival(started=False, whole_pass=False, settle=True, guard=None)
     # The new deployment cannot be the starving one: it has only just begun to wait.
     guard = starvation_guard(session, cluster, now, rules)
-    if deployment.eligible and guard is None:
+    if guard is None:
         # What fits in free capacity needs only the usage aggregate, not the running set.
         shape = shape_of(cluster)
         job = job_of(deployment)
@@ -220,8 +221,8 @@ def arrive(session: Session, cluster: Cluster, deployment: Deployment, now: date
             deployment.started_at = now
             deployment.ends_at = _ends_at(job, now)
             PASS_SECONDS.observe(time.perf_counter() - started)
-            return Arrival(started=True, whole_pass=False, guard=None)
-    return Arrival(started=False, whole_pass=False, guard=guard)
+            return Arrival(started=True, whole_pass=False, settle=False, guard=None)
+    return Arrival(started=False, whole_pass=False, settle=False, guard=guard)
 
 
 def after_arrival(
@@ -233,12 +234,15 @@ def after_arrival(
     if arrival.started:
         return True
     started = time.perf_counter()
-    if arrival.whole_pass:
+    if arrival.whole_pass or (arrival.settle and resolve_ready(session, cluster, now)):
         schedule_locked_cluster(session, cluster, now)
         return False
+    guard = arrival.guard
+    if arrival.settle:  # asked now that the settling is done (never the new deployment)
+        guard = starvation_guard(session, cluster, now, policy())
     candidates = [job_of(deployment)] if deployment.eligible else []
-    if arrival.guard is not None:
-        candidates.append(arrival.guard)
+    if guard is not None:
+        candidates.append(guard)
     if not candidates:
         PASS_SECONDS.observe(time.perf_counter() - started)
         return True
