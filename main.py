@@ -234,7 +234,7 @@ async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) ->
     deployments and re-run passes (SPEC §5), then forecast what changed, off the event
     loop's thread, with sessions of its own. Returns between ticks once `stop` is set."""
     wait = interval
-    forecast_after = 0.0  # time.monotonic() from which the loop may forecast again
+    budget, credited = FORECAST_BURST_SECONDS, time.monotonic()
     while not stop.is_set():
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)
@@ -247,26 +247,34 @@ async def _scheduler_loop(app: FastAPI, interval: float, stop: asyncio.Event) ->
             # an end falling due while they run is handed on at once, not an interval late.
             to_next_end = await asyncio.to_thread(services.seconds_to_next_end, factory)
             asked = time.monotonic()
-            if asked >= forecast_after:
+            budget, credited = forecast_budget(budget, asked - credited), asked
+            if budget > 0:
                 await asyncio.to_thread(services.refresh_forecasts, factory)
-                forecast_after = next_forecast_at(time.monotonic(), time.monotonic() - asked)
+                budget -= time.monotonic() - asked
             wait = next_wait(interval, to_next_end, spent=time.monotonic() - asked)
         except Exception:
             logger.exception("scheduler tick failed")
             wait = interval
 
 
-# Forecasts run in this process beside the requests, under one interpreter lock: they may
-# take at most this share of the time. A cluster with 10,000 pending takes about 0.4 s to
-# forecast; after every change, that would slow every request sharing the process.
+# Forecasts run in this process beside the requests, under one interpreter lock: over time
+# they may take at most this share of it. A cluster with 10,000 pending takes about 0.4 s to
+# forecast; after every change, that would slow every request sharing the process. Cheap
+# forecasts (milliseconds) never reach the bound: they run on every tick.
 FORECAST_SHARE = 0.25
+FORECAST_BURST_SECONDS = 1.0  # forecasting time saved up while idle, spent in a burst
 
 
-def next_forecast_at(finished: float, spent: float, share: float = FORECAST_SHARE) -> float:
-    """When the loop may forecast again after forecasts that ended at `finished` and took
-    `spent` seconds: forecasting then takes at most `share` of the time. Small clusters
-    forecast in milliseconds, so this holds only large ones back (for a tick or two)."""
-    return finished + spent * (1 / share - 1)
+def forecast_budget(
+    budget: float,
+    elapsed: float,
+    share: float = FORECAST_SHARE,
+    burst: float = FORECAST_BURST_SECONDS,
+) -> float:
+    """The loop's forecasting time left after `elapsed` seconds more: it accrues at `share`
+    seconds per second, up to `burst`; each forecast spends what it took, and the loop
+    forecasts only while some is left."""
+    return min(burst, budget + elapsed * share)
 
 
 def next_wait(interval: float, seconds_to_next_end: float | None, spent: float = 0.0) -> float:
