@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import Http, drive, timed
-from .servers import ROOMY, Process, Tenant, hypervisor_tenant, start_hypervisor
+from .servers import ROOMY, Process, Tenant, create_body, hypervisor_tenant, start_hypervisor
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,7 @@ Step = tuple[str, str, str, Callable[[Tenant], Any], int]
 
 
 def _create(tenant: Tenant, **changes: Any) -> dict[str, Any]:
-    return {
-        "cluster_name": tenant.cluster,
-        "organization_name": tenant.organization,
-        "docker_image": "ghcr.io/acme/train:1.0",
-        "required_cpu": 1,
-        "required_ram": 1,
-        "required_gpu": 1,
-        "priority": 1,
-        "duration_seconds": 3600,
-        **changes,
-    }
+    return {**create_body(tenant), "duration_seconds": 3600, **changes}
 
 
 LADDER: list[Step] = [

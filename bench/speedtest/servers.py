@@ -143,6 +143,20 @@ def _expect(response: httpx.Response, *codes: int) -> Any:
     return response.json()
 
 
+def create_body(tenant: Tenant) -> dict[str, Any]:
+    """The create every throughput measure sends: 1 CPU, 1 RAM, 1 GPU at priority 1, in the
+    tenant's cluster (both services accept it)."""
+    return {
+        "cluster_name": tenant.cluster,
+        "organization_name": tenant.organization,
+        "docker_image": "ghcr.io/acme/train:1.0",
+        "required_cpu": 1,
+        "required_ram": 1,
+        "required_gpu": 1,
+        "priority": 1,
+    }
+
+
 def hypervisor_tenant(server: Process, clusters: dict[str, dict[str, int]]) -> Tenant:
     """Register, log in, create an organization and these clusters; the first is the
     tenant's."""

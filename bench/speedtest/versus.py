@@ -37,6 +37,7 @@ from .servers import (
     Process,
     Tenant,
     add_cluster,
+    create_body,
     forget_seed_queue,
     hypervisor_tenant,
     seed_tenant,
@@ -68,25 +69,13 @@ class Target:
         self.clusters.append(name)
 
 
-def _create_body(tenant: Tenant) -> dict[str, Any]:
-    return {
-        "cluster_name": tenant.cluster,
-        "organization_name": tenant.organization,
-        "docker_image": "ghcr.io/acme/train:1.0",
-        "required_cpu": 1,
-        "required_ram": 1,
-        "required_gpu": 1,
-        "priority": 1,
-    }
-
-
 def _hypervisor(workdir: Path) -> Target:
     database = workdir / "hypervisor.db"
     server = start_hypervisor(f"sqlite:///{database}", workdir)
     tenant = hypervisor_tenant(server, {"roomy": ROOMY})
 
     def create(http: Http, _: int) -> tuple[bool, float, Any]:
-        body = {**_create_body(tenant), "duration_seconds": SIMULATED_RUN_SECONDS}
+        body = {**create_body(tenant), "duration_seconds": SIMULATED_RUN_SECONDS}
         status, answer, seconds = timed(http, "POST", "/deployment/create", body)
         started = status == 201 and isinstance(answer, dict) and answer["status"] == "running"
         return started, seconds, answer.get("id") if isinstance(answer, dict) else None
@@ -100,7 +89,7 @@ def _seed(workdir: Path, seed_dir: Path, seed_python: Path) -> Target:
     tenant = seed_tenant(server, secrets.token_hex(4))
 
     def create(http: Http, _: int) -> tuple[bool, float, Any]:
-        status, answer, seconds = timed(http, "POST", "/deployment/create", _create_body(tenant))
+        status, answer, seconds = timed(http, "POST", "/deployment/create", create_body(tenant))
         ok = status == 200 and isinstance(answer, dict) and "deployment_id" in answer
         return ok, seconds, answer.get("deployment_id") if ok else None
 
