@@ -249,11 +249,14 @@ def after_arrival(
     # Only work below the candidates' priorities can be preempted: the rest is held room.
     shape, running = running_below(session, cluster, max(c.priority for c in candidates))
     plan = scheduler.run_pass(shape, running, candidates, now.timestamp(), policy())
+    if plan.preempting:
+        # A preemption may leave room over, which the sweep offers to the queue in its order:
+        # to the work between the candidates before the starving one. Only the whole pass
+        # knows that order, so it decides instead (the candidates' plan is dropped).
+        schedule_locked_cluster(session, cluster, now)
+        return False
     apply_plan(session, cluster, plan, now)
     PASS_SECONDS.observe(time.perf_counter() - started)
-    if plan.preempting:
-        # A preemption may leave room over that others in the queue can use.
-        schedule_locked_cluster(session, cluster, now)
     return False
 
 

@@ -619,3 +619,26 @@ def test_a_finished_dependency_passes_its_dependents_cluster_under_that_lock_alo
     assert service.locks.take() == []
     assert service.load().deployments[publish].status == "failed"
     service.check()
+
+
+def test_a_create_that_preempts_leaves_the_room_over_to_the_queue_in_its_order(
+    service: Service,
+) -> None:
+    alpha = service.add_cluster("alpha", Resources(10, 1, 1))
+    low = service.step(Create(alpha, Resources(2, 0, 0), 0, (), None)).id
+    victim = service.step(Create(alpha, Resources(5, 0, 1), 3, (), None)).id
+    # Waits (even preempting `low` leaves it short), and starves: the guard of later creates.
+    starving = service.step(Create(alpha, Resources(6, 0, 0), 1, (), None)).id
+    service.tick(STARVATION_SECONDS + 1)
+    middle = service.step(Create(alpha, Resources(6, 0, 0), 2, (), None)).id
+
+    # It takes the victim's GPU and leaves its CPU over. SPEC §5: the sweep goes on in queue
+    # order, so `middle` (priority 2) takes that CPU before the starving one (priority 1)
+    # gets a look; nobody starts only to be preempted again in the same pass.
+    urgent = service.step(Create(alpha, Resources(0, 0, 1), 5, (), None)).id
+
+    stored = service.load().deployments
+    assert [stored[i].status for i in (urgent, middle, low)] == ["running"] * 3
+    assert [stored[i].status for i in (victim, starving)] == ["pending"] * 2
+    assert stored[starving].events == ("created",)
+    assert stored[starving].preemption_count == 0
