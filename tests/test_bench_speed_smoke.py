@@ -35,6 +35,9 @@ def test_the_smoke_run_measures_every_part_and_writes_its_report(
     assert list(floor) == ["healthz", "user_me", "create_refused", "create_starts"]
     # CPU time is read in ticks of 10 ms: only the create costs enough in a smoke run.
     assert floor["create_starts"] > 0, floor
+    bare = report["floor"]["cpu_ms_per_request"]["bare"]  # the stack's own floor, beside
+    assert list(bare) == ["create_starts"] and bare["create_starts"] > 0, bare
+    assert report["floor"]["client_cpu_ms_per_create"] > 0
     assert "## 0. What one request costs" in (tmp_path / "speed.md").read_text()
     profile = report["profile"]
     assert len(profile["top_self_time"]) == 10 and profile["profiled_cpu_ms_per_create"] > 0

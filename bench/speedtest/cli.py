@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         depths = [100] if args.smoke else [100, 1000, 10_000, 100_000]
         result["passes"] = passes.time_passes(depths, repeats=3 if args.smoke else 5)
     if "floor" in args.parts:
-        result["floor"] = floor.run(args.floor_rounds, args.floor_requests, args.compare_dir)
+        seed = (args.seed_dir, args.seed_python) if args.seed_dir and args.seed_python else None
+        result["floor"] = floor.run(args.floor_rounds, args.floor_requests, args.compare_dir, seed)
     if "seed" in args.parts:
         if args.seed_dir and args.seed_python:
             fresh = args.seed_mode == "fresh"

@@ -136,7 +136,22 @@ def _floor(part: dict[str, Any] | None) -> list[str]:
         "|---|" + "---:|" * len(names),
     ]
     for step in costs[names[0]]:
-        lines.append(f"| {step} | " + " | ".join(f"{costs[n][step]:.2f}" for n in names) + " |")
+        cells = [f"{costs[n][step]:.2f}" if step in costs[n] else "—" for n in names]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    if "bare" in costs:
+        lines += [
+            "",
+            "`bare`: the least a create costs in this stack (`bench/speedtest/bare.py`: FastAPI, "
+            "Pydantic, one ORM INSERT and commit; no token, lock, scheduling or events).",
+        ]
+    if "seed" in costs:
+        budget = costs["seed"]["create_starts"] / 5
+        lines.append(
+            f"5x the seed in one process leaves a create {budget:.2f} ms; "
+            f"`bare` alone takes {costs['bare']['create_starts']:.2f} ms."
+        )
+    if "client_cpu_ms_per_create" in part:
+        lines.append(f"The client spends {part['client_cpu_ms_per_create']:.2f} ms per create.")
     return lines + [""]
 
 
