@@ -312,14 +312,19 @@ Index(
 
 # Is any running deployment of a cluster due? (a create asks before its fast path)
 Index("ix_deployments_ends", Deployment.cluster_id, Deployment.status, Deployment.ends_at)
-# What a cluster's running deployments hold, summed by a create from the index alone.
+# What a cluster's running deployments hold, read from the index alone: summed by a create
+# (all of them, or those of a priority and above), per priority level for the reasons a
+# wait gives, and the lowest ids of a level that hold some of a resource, to name them.
 Index(
-    "ix_deployments_held",
+    "ix_deployments_running",
     Deployment.cluster_id,
     Deployment.status,
+    Deployment.priority,
+    Deployment.id,
     Deployment.required_cpu,
     Deployment.required_ram,
     Deployment.required_gpu,
+    Deployment.started_at,
 )
 # Unfinished deployments of every cluster (metrics), whatever the stored history.
 Index("ix_deployments_status_cluster", Deployment.status, Deployment.cluster_id)

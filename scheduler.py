@@ -848,53 +848,106 @@ def _broken_dependency(dependencies: Sequence[int], statuses: Mapping[int, str])
 # --- Why a job waits ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RunningLevel:
+    """What a cluster's running jobs of one priority hold, as `RunningSummary` keeps it: a
+    database can sum these without handing over a row per job (`RunningSummary.of_levels`)."""
+
+    priority: int
+    count: int
+    held: Resources
+    holding: tuple[int, int, int]  # how many jobs hold some cpu, ram, gpu
+    in_grace: int  # jobs still within the preemption grace period
+    grace_held: Resources  # what those hold
+    # The lowest ids holding some cpu, ram, gpu: at most NAMED_PER_LEVEL each, to name
+    # (empty on levels no reason names: `levels_to_name`).
+    named: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+NAMED_PER_LEVEL = 5  # holders named per priority level in a reason
+NAMED_LEVELS = 3  # priority levels named in a reason
+
+
+def running_levels(running: Sequence[Job], now: float | None, policy: Policy) -> list[RunningLevel]:
+    """The running jobs summed per priority level, lowest level first. Holders are named
+    only on the levels a reason can name (`levels_to_name`)."""
+    by_level: dict[int, list[Job]] = {}
+    for job in sorted(running, key=_by_id):
+        by_level.setdefault(job.priority, []).append(job)
+    levels = []
+    for priority in sorted(by_level):
+        jobs = by_level[priority]
+        in_grace = [
+            job
+            for job in jobs
+            if now is not None
+            and job.started_at is not None
+            and now - job.started_at < policy.preemption_grace_seconds
+        ]
+        holders = [
+            [job.id for job in jobs if _get(job.request, name) > 0] for name in RESOURCE_NAMES
+        ]
+        levels.append(
+            RunningLevel(
+                priority=priority,
+                count=len(jobs),
+                held=_total(job.request for job in jobs),
+                holding=(len(holders[0]), len(holders[1]), len(holders[2])),
+                in_grace=len(in_grace),
+                grace_held=_total(job.request for job in in_grace),
+                named=(
+                    tuple(holders[0][:NAMED_PER_LEVEL]),
+                    tuple(holders[1][:NAMED_PER_LEVEL]),
+                    tuple(holders[2][:NAMED_PER_LEVEL]),
+                ),
+            )
+        )
+    named = levels_to_name(levels)
+    return [
+        level if level.priority in named else replace(level, named=((), (), ())) for level in levels
+    ]
+
+
+def levels_to_name(levels: Sequence[RunningLevel]) -> set[int]:
+    """The priority levels whose holders a reason may name: for each resource the
+    `NAMED_LEVELS` highest levels holding some of it. A reason names holders of the
+    resources a job is short of on the highest levels at or above its priority that hold
+    any of them, at most `NAMED_LEVELS`; each of those is among the highest holding one of
+    the resources, and is named with all of its holders."""
+    chosen: set[int] = set()
+    for r in range(len(RESOURCE_NAMES)):
+        holding = [level.priority for level in levels if level.holding[r] > 0]
+        chosen.update(sorted(holding, reverse=True)[:NAMED_LEVELS])
+    return chosen
+
+
 class RunningSummary:
     """The running jobs of a cluster as `explain_wait` needs them, summarized once: per
     priority level, what they hold and how many hold each resource, and which are still in
     their grace period. Explaining a whole queue page then costs O(log levels) per job
-    instead of O(running)."""
+    instead of O(running); built from levels a database summed, it never sees the jobs."""
 
     def __init__(self, running: Sequence[Job], now: float | None, policy: Policy) -> None:
-        levels = sorted({job.priority for job in running})
-        self._levels = levels
-        index = {level: i for i, level in enumerate(levels)}
-        size = len(levels)
-        # Per level: amount held, users per resource, and the same for jobs in grace.
-        held = [[0, 0, 0] for _ in range(size)]
-        users = [[0, 0, 0] for _ in range(size)]
-        count = [0] * size
-        grace_held = [[0, 0, 0] for _ in range(size)]
-        grace_count = [0] * size
-        for job in running:
-            i = index[job.priority]
-            count[i] += 1
-            in_grace = (
-                now is not None
-                and job.started_at is not None
-                and now - job.started_at < policy.preemption_grace_seconds
-            )
-            if in_grace:
-                grace_count[i] += 1
-            for r, name in enumerate(RESOURCE_NAMES):
-                amount = _get(job.request, name)
-                held[i][r] += amount
-                users[i][r] += 1 if amount > 0 else 0
-                if in_grace:
-                    grace_held[i][r] += amount
-        # A few holders per level and resource, lowest ids first, to name in reasons.
-        self._named: list[list[list[int]]] = [[[], [], []] for _ in range(size)]
-        for job in sorted(running, key=_by_id):
-            named = self._named[index[job.priority]]
-            for r, name in enumerate(RESOURCE_NAMES):
-                if _get(job.request, name) > 0 and len(named[r]) < _NAMED_PER_LEVEL:
-                    named[r].append(job.id)
-        self._users_per_level = users
+        self._summarize(running_levels(running, now, policy))
+
+    @classmethod
+    def of_levels(cls, levels: Sequence[RunningLevel]) -> RunningSummary:
+        """The summary of running jobs already summed per level (`running_levels`)."""
+        summary = cls.__new__(cls)
+        summary._summarize(sorted(levels, key=attrgetter("priority")))
+        return summary
+
+    def _summarize(self, levels: list[RunningLevel]) -> None:
+        self.levels = levels
+        self._levels = [level.priority for level in levels]
+        self._named = [[list(ids) for ids in level.named] for level in levels]
+        self._users_per_level = [list(level.holding) for level in levels]
         # Prefix sums: entry k covers levels[0:k].
-        self._held = _prefix(held)
-        self._users = _prefix(users)
-        self._count = _prefix([[c] for c in count])
-        self._grace_held = _prefix(grace_held)
-        self._grace_count = _prefix([[c] for c in grace_count])
+        self._held = _prefix([_amounts_row(level.held) for level in levels])
+        self._users = _prefix(self._users_per_level)
+        self._count = _prefix([[level.count] for level in levels])
+        self._grace_held = _prefix([_amounts_row(level.grace_held) for level in levels])
+        self._grace_count = _prefix([[level.in_grace] for level in levels])
 
     def _below(self, priority: int) -> int:
         return bisect_left(self._levels, priority)
@@ -930,7 +983,7 @@ class RunningSummary:
             users = max(self._users_per_level[k][r] for r in columns)
             more = f" and {users - len(ids)} more" if users > len(ids) else ""
             parts.append(f"{', '.join(map(str, ids))}{more} (priority {self._levels[k]})")
-            if len(parts) == _NAMED_LEVELS:
+            if len(parts) == NAMED_LEVELS:
                 break
         if not parts:
             return ""
@@ -947,8 +1000,8 @@ class RunningSummary:
         return self._grace_count[k][0], Resources(*self._grace_held[k])
 
 
-_NAMED_PER_LEVEL = 5  # holders named per priority level in a reason
-_NAMED_LEVELS = 3  # priority levels named in a reason
+def _amounts_row(amount: Resources) -> list[int]:
+    return [amount.cpu, amount.ram, amount.gpu]
 
 
 def _prefix(rows: list[list[int]]) -> list[list[int]]:

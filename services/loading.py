@@ -11,7 +11,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 import scheduler
@@ -120,14 +130,69 @@ def reserved_of(cluster: Cluster) -> scheduler.Resources:
     return scheduler.Resources(cluster.reserved_cpu, cluster.reserved_ram, cluster.reserved_gpu)
 
 
-def running_jobs(session: Session, cluster_id: int) -> list[scheduler.Job]:
-    """The cluster's running deployments."""
+def running_summary(
+    session: Session, cluster_id: int, now: datetime, rules: scheduler.Policy
+) -> scheduler.RunningSummary:
+    """What `scheduler.RunningSummary` keeps of the cluster's running deployments, summed by
+    the database per priority level from one index (`ix_deployments_running`), and the
+    few holders a reason names: a reason for a wait needs no running row."""
+    running = (Deployment.cluster_id == cluster_id, Deployment.status == RUNNING)
+    amounts = (Deployment.required_cpu, Deployment.required_ram, Deployment.required_gpu)
+    # `now - started_at < grace`, as the scheduler counts a job in its grace period.
+    in_grace = Deployment.started_at > now - timedelta(seconds=rules.preemption_grace_seconds)
+
+    def total(amount: Any, where: ColumnElement[bool] | None = None) -> Any:
+        summed = amount if where is None else case((where, amount), else_=0)
+        return func.coalesce(func.sum(summed), 0)
+
     rows = session.execute(
-        select(*JOB_COLUMNS).where(
-            Deployment.cluster_id == cluster_id, Deployment.status == RUNNING
+        select(
+            Deployment.priority,
+            func.count(),
+            *(total(amount) for amount in amounts),
+            *(total(1, amount > 0) for amount in amounts),
+            total(1, in_grace),
+            *(total(amount, in_grace) for amount in amounts),
         )
+        .where(*running)
+        .group_by(Deployment.priority)
     ).all()
-    return [job_of(row) for row in rows]
+    levels = [
+        scheduler.RunningLevel(
+            priority=row[0],
+            count=row[1],
+            held=scheduler.Resources(*map(int, row[2:5])),
+            holding=(int(row[5]), int(row[6]), int(row[7])),
+            in_grace=int(row[8]),
+            grace_held=scheduler.Resources(*map(int, row[9:12])),
+            named=((), (), ()),
+        )
+        for row in rows
+    ]
+    named: dict[tuple[int, int], list[int]] = {}
+    to_name = sorted(scheduler.levels_to_name(levels))
+    if to_name:
+        lowest = [
+            select(literal_column(str(r)).label("resource"), Deployment.priority, Deployment.id)
+            .where(*running, Deployment.priority == priority, amount > 0)
+            .order_by(Deployment.id)
+            .limit(scheduler.NAMED_PER_LEVEL)
+            .subquery()
+            for priority in to_name
+            for r, amount in enumerate(amounts)
+        ]
+        # LIMIT inside each part: SQLite takes it only in a subquery of a compound select.
+        holders: Any = union_all(*(select(*part.c) for part in lowest))
+        for r, priority, deployment_id in session.execute(holders):
+            named.setdefault((priority, r), []).append(deployment_id)
+
+    def named_on(priority: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        cpu, ram, gpu = (tuple(sorted(named.get((priority, r), []))) for r in range(3))
+        return cpu, ram, gpu
+
+    return scheduler.RunningSummary.of_levels(
+        [replace(level, named=named_on(level.priority)) for level in levels]
+    )
 
 
 def due_jobs(session: Session, cluster_id: int, now: datetime) -> list[scheduler.Job]:

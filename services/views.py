@@ -27,7 +27,7 @@ from services.loading import (
     job_of,
     policy,
     ranked_before,
-    running_jobs,
+    running_summary,
     shape_of,
     starvation_guard,
 )
@@ -117,19 +117,12 @@ def cluster_gauges(session: Session) -> list[ClusterGauges]:
 class WaitExplainer:
     """Why each pending deployment of one cluster waits, read from the cluster's live state."""
 
-    def __init__(
-        self,
-        session: Session,
-        cluster: Cluster,
-        now: datetime,
-        running: list[scheduler.Job] | None = None,
-    ) -> None:
+    def __init__(self, session: Session, cluster: Cluster, now: datetime) -> None:
         self.session = session
         self.now = now
         self.shape = shape_of(cluster)
         self.policy = policy()
-        jobs = running if running is not None else running_jobs(session, cluster.id)
-        self.running = scheduler.RunningSummary(jobs, now.timestamp(), self.policy)
+        self.running = running_summary(session, cluster.id, now, self.policy)
         self.guard = starvation_guard(session, cluster, now, self.policy)
         self.unfinished: dict[int, list[int]] | None = None
 
@@ -199,15 +192,14 @@ def deployment_views(
     session: Session,
     deployments: list[Deployment],
     now: datetime,
-    running: dict[int, list[scheduler.Job]] | None = None,
     *,
     depends_on: dict[int, list[int]] | None = None,
     usernames: dict[int, str] | None = None,
 ) -> list[schemas.DeploymentRead]:
     """The deployment objects of SPEC §4, with a handful of queries whatever their number.
 
-    The caller may hand over what it holds already, which is then not read: `running`,
-    clusters' running jobs; `depends_on`, each deployment's dependency ids (ascending);
+    The caller may hand over what it holds already, which is then not read: `depends_on`,
+    each deployment's dependency ids (ascending);
     `usernames`, their creators' names (a create knows both)."""
     if not deployments:
         return []
@@ -229,9 +221,7 @@ def deployment_views(
         reason = d.reason
         if d.status == PENDING:
             if d.cluster_id not in explainers:
-                explainers[d.cluster_id] = WaitExplainer(
-                    session, cluster, now, (running or {}).get(d.cluster_id)
-                )
+                explainers[d.cluster_id] = WaitExplainer(session, cluster, now)
             reason = explainers[d.cluster_id].reason(d)
         views.append(
             schemas.DeploymentRead(

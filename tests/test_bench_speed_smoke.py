@@ -11,7 +11,14 @@ import pytest
 from helpers import bench_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "speed.py"
-MEASURES = ["create_vs_running", "create_vs_pending", "queue_page_vs_pending", "metrics_vs_stored"]
+MEASURES = [
+    "create_vs_running",
+    "create_vs_pending",
+    "queue_page_vs_pending",
+    "metrics_vs_stored",
+    "waiting_create_vs_running",
+    "queue_page_vs_running",
+]
 
 
 def test_the_smoke_run_measures_every_part_and_writes_its_report(

@@ -4,16 +4,20 @@ its events in one statement, and the users remembered are bounded."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, select
 
+import scheduler
 import services
 from helpers import create_cluster, create_org, new_user
-from models import User
+from models import Deployment, User
+from services.loading import JOB_COLUMNS, job_of, running_summary
 from utils import create_access_token, get_settings
 
 
@@ -99,3 +103,49 @@ def test_known_users_start_again_from_empty_past_their_limit() -> None:
 
     assert known.get(3) is users[2]
     assert known.get(1) is None and known.get(2) is None
+
+
+def test_the_databases_summary_of_the_running_set_is_the_schedulers_own(
+    client: TestClient, app: Any
+) -> None:
+    headers = new_user(client)
+    org = create_org(client, headers)["name"]
+    cluster = create_cluster(client, headers, org, cpu=1000, ram=1000, gpu=1000)
+    rng = random.Random(7)
+    for _ in range(60):
+        cpu, ram, gpu = rng.choice([0, 1, 2]), rng.choice([0, 4]), rng.choice([0, 1])
+        body = {
+            "cluster_name": cluster["name"],
+            "organization_name": org,
+            "docker_image": "nginx",
+            "required_cpu": cpu or (0 if ram or gpu else 1),
+            "required_ram": ram,
+            "required_gpu": gpu,
+            "priority": rng.choice([0, 1, 3, 3, 5, 7]),
+        }
+        response = client.post("/deployment/create", json=body, headers=headers)
+        assert response.status_code == 201 and response.json()["status"] == "running"
+
+    with services.transaction(app.state.session_factory, read_only=True) as session:
+        rows = session.execute(
+            select(*JOB_COLUMNS)
+            .where(Deployment.cluster_id == cluster["id"], Deployment.status == "running")
+            .order_by(Deployment.id)
+        ).all()
+        jobs = [job_of(row) for row in rows]
+        # Half of them still within a minute's grace period at `now`.
+        started_20th = jobs[20].started_at
+        assert started_20th is not None
+        now = datetime.fromtimestamp(started_20th + 60.0005, UTC)
+        rules = scheduler.Policy(preemption_grace_seconds=60)
+        summed = running_summary(session, cluster["id"], now, rules).levels
+
+    expected = scheduler.running_levels(jobs, now.timestamp(), rules)
+    assert summed == expected
+    assert [level.priority for level in expected] == [0, 1, 3, 5, 7]
+    # Holders are named only on the levels a reason can name: not on the lowest here.
+    assert expected[0].named == ((), (), ()) and expected[0].count > 0
+    assert 0 < sum(level.in_grace for level in expected) < len(jobs)
+    # More holders than a reason names, on some level: the cap is exercised.
+    assert any(len(ids) == scheduler.NAMED_PER_LEVEL for lv in expected for ids in lv.named)
+    assert any(n > scheduler.NAMED_PER_LEVEL for lv in expected for n in lv.holding)

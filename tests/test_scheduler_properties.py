@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler import (
+    NAMED_PER_LEVEL,
     PRIORITY_MAX,
     PRIORITY_MIN,
     Cluster,
@@ -17,12 +18,15 @@ from scheduler import (
     Policy,
     PrioritySums,
     Resources,
+    RunningSummary,
     candidate_bounds,
     ends_at_of,
+    explain_wait,
     needs_loading,
     order_key,
     run_pass,
     run_pass_incrementally,
+    running_levels,
 )
 
 NOW = 10_000.0
@@ -408,3 +412,59 @@ def test_running_work_no_pending_job_outranks_decides_as_held_room(
     assert sorted(incremental.running + held, key=lambda job: job.id) == sorted(
         whole.running, key=lambda job: job.id
     )
+
+
+@st.composite
+def crowded_levels(draw: st.DrawFn) -> tuple[Cluster, list[Job], Job]:
+    """Running jobs on many priority levels (more than a reason names), some holding none
+    of a resource, and a pending job that does not fit."""
+    running = [
+        Job(
+            id=i,
+            priority=draw(st.sampled_from([0, 1, 2, 3, 5, 8, 9])),
+            request=draw(requests(2, 2, 1)),
+            submitted_at=0.0,
+            waiting_since=0.0,
+            started_at=NOW - 10,
+        )
+        for i in range(1, draw(st.integers(1, 40)) + 1)
+    ]
+    held = Resources()
+    for job in running:
+        held += job.request
+    cluster = Cluster(total=held, reserved=Resources())
+    priority = draw(st.sampled_from([0, 1, 4, 9, 10]))
+    request = draw(requests(2, 2, 1).filter(lambda r: not r.is_zero()))
+    waiting = Job(id=1000, priority=priority, request=request, submitted_at=1.0, waiting_since=1.0)
+    return cluster, running, waiting
+
+
+@FAST
+@given(crowded_levels())
+def test_naming_only_the_levels_a_reason_can_name_changes_no_reason(
+    scenario: tuple[Cluster, list[Job], Job],
+) -> None:
+    cluster, running, waiting = scenario
+    policy = Policy()
+    levels = running_levels(running, NOW, policy)
+    # Every level named, as if the database had sent every level's holders.
+    by_level: dict[int, list[Job]] = {}
+    for job in sorted(running, key=lambda j: j.id):
+        by_level.setdefault(job.priority, []).append(job)
+    everything = [
+        replace(level, named=_lowest_holders(by_level[level.priority])) for level in levels
+    ]
+
+    def reason(summary: RunningSummary) -> str:
+        return explain_wait(waiting, cluster, summary, now=NOW, policy=policy, name_blockers=True)
+
+    assert reason(RunningSummary.of_levels(levels)) == reason(RunningSummary.of_levels(everything))
+    assert reason(RunningSummary(running, NOW, policy)) == reason(RunningSummary.of_levels(levels))
+
+
+def _lowest_holders(jobs: list[Job]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    cpu, ram, gpu = (
+        tuple([job.id for job in jobs if getattr(job.request, name) > 0][:NAMED_PER_LEVEL])
+        for name in ("cpu", "ram", "gpu")
+    )
+    return cpu, ram, gpu

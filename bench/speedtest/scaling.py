@@ -75,6 +75,20 @@ def _queue_page(world: World, http: Http) -> tuple[bool, float, float | None]:
     return ok, seconds, None
 
 
+def _queue_page_of_full(world: World, http: Http) -> tuple[bool, float, float | None]:
+    """The first page of a full cluster's queue (100 waiting, whatever runs), reasons and
+    all."""
+    path = f"/deployment/queue/{world.tenant.cluster}?limit=100"
+    status, answer, seconds = timed(http, "GET", path)
+    ok = status == 200 and answer["total"] == 100 and len(answer["queue"]) == 100
+    return ok and all(entry["reason"] for entry in answer["queue"]), seconds, None
+
+
+def _full_of(size: int) -> dict[str, int]:
+    """A cluster that `size` running deployments of (1, 1, 1) fill exactly."""
+    return {"total_cpu": size, "total_ram": size, "total_gpu": size}
+
+
 def _metrics(world: World, http: Http) -> tuple[bool, float, float | None]:
     started = time.perf_counter()
     status, body = http.request("GET", "/metrics")
@@ -91,6 +105,9 @@ def _fill_world(database_url: str, tenant: Tenant, kind: str, size: int) -> None
         elif kind == "pending":  # a full cluster of priority-9 work, then the queue
             rows = fill.running_rows(ids, 64, (8, 64, 1), (9, 9))
             rows += fill.pending_rows(ids, size, (4, 16, 1))
+        elif kind == "full":  # `size` priority-9 deployments filling the cluster, a short queue
+            rows = fill.running_rows(ids, size, (1, 1, 1), (9, 9))
+            rows += fill.pending_rows(ids, 100, (1, 1, 1))
         else:  # stored history beside a little running work
             rows = fill.running_rows(ids, 10, (1, 1, 1), (0, 9)) + fill.finished_rows(ids, size)
         fill.insert_rows(engine, rows)
@@ -106,7 +123,7 @@ def _world(new_database: Callable[[], str], kind: str, size: int) -> Iterator[Wo
         url = new_database() if new_database else f"sqlite:///{workdir}/hypervisor.db"
         server = start_hypervisor(url, Path(workdir))
         try:
-            shape = FULL if kind == "pending" else ROOMY
+            shape = {"pending": FULL, "full": _full_of(size)}.get(kind, ROOMY)
             tenant = hypervisor_tenant(server, {f"{kind}-{size}": shape})
             _fill_world(url, tenant, kind, size)
             yield World(server, tenant, size)
@@ -214,6 +231,21 @@ PAIRS: list[tuple[str, int, int, list[Measure]]] = [
         ],
     ),
     ("stored", 1_000, 100_000, [Measure("metrics_vs_stored", "/metrics at {n} stored", _metrics)]),
+    # A create that waits says why (the running set's summary) and may preempt (the running
+    # set below its priority): neither may follow the running set's size.
+    (
+        "full",
+        10,
+        5_000,
+        [
+            Measure(
+                "waiting_create_vs_running", "waiting create at {n} running", _create("pending")
+            ),
+            Measure(
+                "queue_page_vs_running", "queue first page at {n} running", _queue_page_of_full
+            ),
+        ],
+    ),
 ]
 
 
