@@ -134,9 +134,7 @@ def test_the_databases_summary_of_the_running_set_is_the_schedulers_own(
         ).all()
         jobs = [job_of(row) for row in rows]
         # Half of them still within a minute's grace period at `now`.
-        started_20th = jobs[20].started_at
-        assert started_20th is not None
-        now = datetime.fromtimestamp(started_20th + 60.0005, UTC)
+        now = datetime.fromtimestamp(rows[20].started_at.timestamp() + 60.0005, UTC)
         rules = scheduler.Policy(preemption_grace_seconds=60)
         summed = running_summary(session, cluster["id"], now, rules).levels
 
